@@ -1,0 +1,61 @@
+# qwenforge: one target per pipeline stage, plus setup, test, demo and bench.
+#   make demo                      # set-up + the whole pipeline offline on local Spark
+#   make test                      # set-up + the test suite
+#   make ingest INPUT='warcs/*.warc.gz' RUN=cc   # one stage on your data -> runs/cc/ingest
+#   MASTER=spark://host:7077 make extract RUN=cc # the same job submitted to a cluster
+# Variables: RUN (run name), ROOT (output root, default runs/$(RUN)), RECIPE (TOML recipe),
+# SET (space-separated section.key=value overrides), MASTER (Spark master URL), SPARK_ARGS
+# (extra spark-submit arguments for a cluster), INPUT (ingest input: paths, globs, manifests).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= demo
+ROOT ?= runs/$(RUN)
+RECIPE ?= pipeline/recipes/default.toml
+SET ?=
+MASTER ?=
+SPARK_ARGS ?=
+INPUT ?= $(ROOT)/input
+PYTEST_ARGS ?=
+
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+CLUSTER := $(filter spark://% yarn% k8s://% mesos://%,$(MASTER))
+COMMON = --recipe $(RECIPE) $(foreach s,$(SET),--set $(s))
+ifeq ($(CLUSTER),)
+JOB = $(PY) -m jobs.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON)
+else
+JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
+endif
+
+.PHONY: setup test demo ingest extract bench clean help
+
+help:
+	@sed -n '1,10p' Makefile
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py
+	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup.sh
+	@touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m jobs.demo --root $(ROOT) $(COMMON)
+
+ingest: setup
+	$(call JOB,ingest) --input $(INPUT) --output $(ROOT)/ingest
+
+extract: setup
+	$(call JOB,extract) --input $(ROOT)/ingest --output $(ROOT)/extract
+
+bench: setup
+	$(PY) -m bench.run --out runs/bench
+
+clean:
+	rm -rf runs spark-warehouse metastore_db derby.log .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

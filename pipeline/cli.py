@@ -1,0 +1,64 @@
+"""Command-line plumbing shared by the jobs: arguments, logging, and the run of one stage.
+
+Every job takes the same core flags:
+
+    python -m jobs.<stage> --input IN [IN ...] --output OUT [--recipe R.toml] [--set section.key=value ...]
+                           [--master spark://host:7077]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from pipeline import io
+from pipeline.config import Recipe
+from pipeline.spark import resolve_master
+from pipeline.version import code_version
+
+
+def stage_args(stage: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"jobs.{stage}", description=description)
+    parser.add_argument("--input", nargs="+", required=True, help="input path(s), globs or stage folder")
+    parser.add_argument("--output", required=True, help=f"output folder, e.g. runs/demo/{stage}")
+    parser.add_argument("--recipe", default=None, help="TOML recipe (default: pipeline/recipes/default.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one recipe value (repeatable)")
+    parser.add_argument("--master", default=None, help="Spark master URL (default: $MASTER or local[*])")
+    return parser
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def load(args: argparse.Namespace) -> Recipe:
+    setup_logging()
+    return Recipe.load(args.recipe, args.set)
+
+
+def run_config(recipe: Recipe, args: argparse.Namespace, *sections: str) -> dict:
+    """What `_config.json` records besides stage and output."""
+    return {
+        "input": args.input, "recipe": recipe.path, "overrides": args.set,
+        "config": recipe.as_dict("spark", *sections), "code_version": code_version(),
+        "master": resolve_master(recipe.section("spark"), args.master),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def report(stats: dict, output: str) -> None:
+    """Prints a short human summary of a finished stage."""
+    reasons = ", ".join(f"{k}={v}" for k, v in stats["by_reason"].items()) or "none"
+    print(f"[{stats['stage']}] {stats['docs_in']} in -> {stats['kept']} kept, {stats['rejected']} rejected "
+          f"({reasons}); {stats['bytes_in']:,} B in -> {stats['bytes_out']:,} B out in {stats['seconds']} s")
+    print(f"[{stats['stage']}] output: {output}")
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)

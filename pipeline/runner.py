@@ -1,0 +1,30 @@
+"""The one runner: applies a pure stage (`stages.base.Stage`) to a DataFrame through Arrow batches.
+
+    judged = runner.apply(df, Extractor(config))   # kept and rejected rows, with drop_reason
+
+The output schema is the stage's `output_schema(input schema)`, so columns a stage does not know
+are carried through. Output rows are re-batched to `batch_rows` so a stage that fans out (one WARC
+file -> thousands of pages) never holds a whole file's rows in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+
+import pyarrow as pa
+
+from pipeline import schemas
+from stages.base import Stage
+
+
+def apply(df, stage: Stage, batch_rows: int = 256):
+    """Returns `df` transformed by `stage` (lazy; nothing runs until the output is written)."""
+    out_arrow = stage.output_schema(schemas.arrow(df.schema))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = stage.stream(doc for batch in batches for doc in batch.to_pylist())
+        while chunk := list(islice(rows, batch_rows)):
+            yield pa.RecordBatch.from_pylist(chunk, schema=out_arrow)
+
+    return df.mapInArrow(run, schemas.spark(out_arrow))

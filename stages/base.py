@@ -1,0 +1,98 @@
+"""The stage contract: pure per-record logic that runs on a Python list or through Spark.
+
+A stage turns an iterable of document dicts into an iterable of document dicts. It declares the
+columns it adds (`adds`, Arrow fields) and the columns it removes (`drops`), so the runner in
+`pipeline/runner.py` can derive the output schema from the input schema. Every output row carries
+`drop_reason` (None when kept) and `drop_detail` (free text for humans, e.g. an error message):
+rejected documents are data, never silently lost.
+
+    >>> from stages.base import Filter
+    >>> class Short(Filter):
+    ...     name = "short"
+    ...     def keep(self, doc):
+    ...         return (len(doc["text"]) >= 3, "too_short")
+    >>> [d["drop_reason"] for d in Short().run([{"text": "hello"}, {"text": "hi"}])]
+    [None, 'too_short']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+Doc = dict[str, Any]
+# A filter's answer: True / False, or (keep, reason), or (keep, reason, detail).
+Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
+
+VERDICT_FIELDS = (pa.field("drop_reason", pa.string()), pa.field("drop_detail", pa.string()))
+
+
+class Stage:
+    """Base class: subclasses set `name`, `adds`, `drops` and override `process`."""
+
+    name: ClassVar[str] = "stage"
+    adds: ClassVar[tuple[pa.Field, ...]] = ()
+    drops: ClassVar[tuple[str, ...]] = ()
+
+    def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
+        raise NotImplementedError
+
+    def stream(self, docs: Iterable[Doc]) -> Iterator[Doc]:
+        """`process` with the verdict columns always present: what the Spark runner consumes."""
+        for doc in self.process(docs):
+            yield _with_verdict(doc)
+
+    def run(self, docs: Iterable[Doc]) -> list[Doc]:
+        """Runs the stage on plain dicts and returns rows shaped like the Spark output."""
+        return list(self.stream(docs))
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """Input schema minus `drops`, with `adds` and the verdict columns replacing same-named fields."""
+        added = [*self.adds, *VERDICT_FIELDS]
+        replaced = set(self.drops) | {f.name for f in added}
+        kept = [f for f in input_schema if f.name not in replaced]
+        return pa.schema(kept + added)
+
+
+class Mapper(Stage):
+    """One document in, one document out; `map` may set `drop_reason` to reject it."""
+
+    def map(self, doc: Doc) -> Doc:
+        raise NotImplementedError
+
+    def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
+        for doc in docs:
+            yield self.map(doc)
+
+
+class Filter(Stage):
+    """Keeps or rejects each document; the verdict becomes `drop_reason` / `drop_detail`."""
+
+    def keep(self, doc: Doc) -> Verdict:
+        raise NotImplementedError
+
+    def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
+        for doc in docs:
+            yield reject(doc, *_reason(self.keep(doc), self.name))
+
+
+def reject(doc: Doc, reason: str | None, detail: str | None = None) -> Doc:
+    """Returns `doc` with its verdict set (reason None keeps it)."""
+    return {**doc, "drop_reason": reason, "drop_detail": detail}
+
+
+def _reason(verdict: Verdict, default: str) -> tuple[str | None, str | None]:
+    if verdict is True:
+        return None, None
+    if verdict is False:
+        return default, None
+    keep, reason, *detail = verdict
+    return (None, None) if keep else (reason, detail[0] if detail else None)
+
+
+def _with_verdict(doc: Doc) -> Doc:
+    doc.setdefault("drop_reason", None)
+    doc.setdefault("drop_detail", None)
+    return doc
