@@ -18,9 +18,16 @@ from pipeline import schemas
 from stages.base import Stage
 
 
-def apply(df, stage: Stage, batch_rows: int = 256):
-    """Returns `df` transformed by `stage` (lazy; nothing runs until the output is written)."""
+def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = None):
+    """Returns `df` transformed by `stage` (lazy; nothing runs until the output is written).
+
+    Inputs with fewer partitions than the cluster has cores (`min_partitions`, default Spark's
+    default parallelism) are spread first, so a stage over one big WARC's pages uses every core.
+    """
     out_arrow = stage.output_schema(schemas.arrow(df.schema))
+    wanted = min_partitions or df.sparkSession.sparkContext.defaultParallelism
+    if df.rdd.getNumPartitions() < wanted:
+        df = df.repartition(wanted)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         rows = stage.stream(doc for batch in batches for doc in batch.to_pylist())

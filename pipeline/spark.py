@@ -35,7 +35,7 @@ def resolve_master(config: SparkConfig, override: str | None = None) -> str:
     return override or config.master or os.environ.get("MASTER") or "local[*]"
 
 
-def _settings(config: SparkConfig, master: str) -> dict[str, str]:
+def session_settings(config: SparkConfig, master: str) -> dict[str, str]:
     local = master.startswith("local")
     partitions = config.shuffle_partitions or (2 * (os.cpu_count() or 2) if local else 200)
     return {
@@ -65,7 +65,7 @@ def spark_session(app: str, config: SparkConfig = SparkConfig(), master: str | N
         return
     url = resolve_master(config, master)
     builder = SparkSession.builder.appName(f"qwenforge-{app}").master(url)
-    for key, value in _settings(config, url).items():
+    for key, value in session_settings(config, url).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -80,7 +80,7 @@ class Extractor(Mapper):
         if result is not None and self.config.with_metadata:
             out["title"] = result.title
             out["date"] = result.date
-            out["host"] = result.hostname or out["host"]
+            out["host"] = out["host"] or result.hostname
 
     def bare_extraction(self, html: str, url: str | None):
         import trafilatura

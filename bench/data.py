@@ -1,0 +1,40 @@
+"""Benchmark inputs built from ../shared/data (read in place, never copied into the repository)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+from stages.warcwrite import WarcSink
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path:
+    path = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        raise SystemExit(f"shared data not found at {path}: set SHARED_DATA")
+    return path
+
+
+def article_pages(data: Path, limit: int | None = None) -> list[tuple[str, str, bytes, str]]:
+    """(name, url, html bytes, gold text) of the article-extraction-benchmark pages, sorted by name."""
+    folder = data / "article-extraction-benchmark"
+    truth = json.loads((folder / "ground-truth.json").read_text())
+    rows = []
+    for name in sorted(truth)[:limit]:
+        html = gzip.decompress((folder / "html" / f"{name}.html.gz").read_bytes())
+        rows.append((name, truth[name]["url"], html, truth[name]["articleBody"]))
+    return rows
+
+
+def benchmark_warc(data: Path, path: Path, limit: int | None = None, copies: int = 1) -> Path:
+    """The benchmark pages as one WARC with their real URLs (`copies` > 1 repeats them, new URLs)."""
+    with WarcSink(path) as sink:
+        for copy in range(copies):
+            for _, url, html, _ in article_pages(data, limit):
+                sink.response(url if copy == 0 else f"{url}#copy{copy}", 200, [("Content-Type", "text/html")],
+                              html, fetch_time="2020-01-01T00:00:00Z")
+    return path

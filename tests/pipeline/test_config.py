@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, Recipe, parse_value
+from stages.extract import ExtractConfig
+
+
+def test_default_recipe_matches_the_dataclass_defaults():
+    recipe = Recipe.load()
+    assert recipe.section("extract") == ExtractConfig()
+    assert recipe.section("ingest").content_types == ("text/html", "application/xhtml+xml")
+
+
+def test_overrides_are_parsed_as_toml_values():
+    recipe = Recipe.load(None, ["extract.favor_recall=true", "ingest.keep_statuses=[200, 203]",
+                                "ingest.source=news", "spark.conf={ \"spark.x\" = \"1\" }"])
+    assert recipe.section("extract").favor_recall is True
+    assert recipe.section("ingest").keep_statuses == (200, 203)
+    assert recipe.section("ingest").source == "news"
+    assert recipe.section("spark").conf == {"spark.x": "1"}
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"unknown key 'extract\.favour_precision'"):
+        Recipe.load(None, ["extract.favour_precision=true"])
+
+
+def test_unknown_section_in_a_recipe_file(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[extrac]\nfast = true\n")
+    with pytest.raises(ConfigError, match=r"unknown recipe section \[extrac\]"):
+        Recipe.load(path)
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="extract.min_text_chars expects int"):
+        Recipe.load(None, ["extract.min_text_chars=many"])
+    with pytest.raises(ConfigError, match="expects bool"):
+        Recipe.load(None, ["extract.fast=1"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        Recipe.load(None, ["fast=true"])
+
+
+def test_plain_strings_and_frozen_sections():
+    assert parse_value("3") == 3 and parse_value("not toml") == "not toml"
+    config = Recipe.load().section("extract")
+    with pytest.raises(AttributeError):
+        config.fast = True
