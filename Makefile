@@ -13,6 +13,7 @@ PY := $(VENV)/bin/python
 RUN ?= demo
 ROOT ?= runs/$(RUN)
 RECIPE ?= pipeline/recipes/default.toml
+DEMO_RECIPE ?= pipeline/recipes/demo.toml
 SET ?=
 MASTER ?=
 SPARK_ARGS ?=
@@ -30,7 +31,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo ingest extract bench clean help
+.PHONY: setup test demo ingest extract tokenize bench clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -45,13 +46,16 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m jobs.demo --root $(ROOT) $(COMMON)
+	$(PY) -m jobs.demo --root $(ROOT) --recipe $(DEMO_RECIPE) $(foreach s,$(SET),--set $(s))
 
 ingest: setup
 	$(call JOB,ingest) --input $(INPUT) --output $(ROOT)/ingest
 
 extract: setup
 	$(call JOB,extract) --input $(ROOT)/ingest --output $(ROOT)/extract
+
+tokenize: setup
+	$(call JOB,tokenize) --input $(ROOT)/extract --output $(ROOT)/shards
 
 bench: setup
 	$(PY) -m bench.run --out runs/bench

@@ -2,7 +2,8 @@
 
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
-Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract. Each stage
+Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> tokenize
+(packed shards in `<root>/shards`). Each stage
 runs through its job's `main`, in one Spark session, and writes `<root>/<stage>/`. At the end a
 table of the stages is printed with where the output is.
 """
@@ -13,10 +14,12 @@ import argparse
 import time
 from pathlib import Path
 
-from jobs import demo_input, extract, ingest
+from jobs import demo_input, extract, ingest, tokenize
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
+
+DEMO_RECIPE = Path(__file__).resolve().parent.parent / "pipeline" / "recipes" / "demo.toml"
 
 
 def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list[str]:
@@ -31,7 +34,7 @@ def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="jobs.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/demo")
-    parser.add_argument("--recipe", default=None)
+    parser.add_argument("--recipe", default=str(DEMO_RECIPE))
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--pages", type=int, default=300)
     args = parser.parse_args(argv)
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     with spark_session("demo", recipe.section("spark")):
         results["ingest"] = ingest.main(stage_argv(args, [str(warc)], str(root / "ingest")))
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
+        results["tokenize"] = tokenize.main(stage_argv(args, [str(root / "extract")], str(root / "shards")))
     print_summary(results, root, time.time() - started)
     return results
 
@@ -52,6 +56,10 @@ def print_summary(results: dict, root: Path, seconds: float) -> None:
     for name, s in results.items():
         top = ", ".join(f"{k} {v}" for k, v in list(s["by_reason"].items())[:3])
         print(f"{name:<10}{s['docs_in']:>8}{s['kept']:>8}{s['rejected']:>10}  {top}")
+    if "tokenize" in results:
+        for split, info in results["tokenize"]["manifest"]["splits"].items():
+            print(f"shards/{split}: {info['rows']} rows, {info['tokens']:,} tokens, "
+                  f"packing efficiency {info['packing_efficiency']}")
     print(f"\ndemo finished in {seconds:.0f} s; output in {root}")
 
 

@@ -1,6 +1,7 @@
 """TOML recipes loaded into frozen dataclasses, with `--set section.key=value` overrides.
 
-A recipe (`pipeline/recipes/*.toml`) has one table per stage. Every table and key is checked
+A recipe (`pipeline/recipes/*.toml`) has one table per stage, and may start with
+`base = "default.toml"` to change only some values of another recipe. Every table and key is checked
 against the dataclass registered for it in `SECTIONS`: a typo is an error that names the key, never a
 silently ignored setting. Values given with `--set` are parsed as TOML values (`3`, `0.5`, `true`,
 `["en", "zh"]`), and as plain strings when they are not valid TOML.
@@ -21,12 +22,14 @@ from typing import Any
 
 from pipeline.spark import SparkConfig
 from stages.extract import ExtractConfig
+from stages.packing import TokenizeConfig
 from stages.warc import IngestConfig
 
 SECTIONS: dict[str, type] = {
     "spark": SparkConfig,
     "ingest": IngestConfig,
     "extract": ExtractConfig,
+    "tokenize": TokenizeConfig,
 }
 
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"
@@ -46,7 +49,7 @@ class Recipe:
         path = Path(path or DEFAULT_RECIPE)
         if not path.exists():
             raise ConfigError(f"recipe not found: {path}")
-        raw = tomllib.loads(path.read_text())
+        raw = read_toml(path)
         for item in overrides or []:
             apply_override(raw, item)
         sections = {name: build(SECTIONS[name], raw.get(name, {}), name) for name in SECTIONS}
@@ -61,6 +64,20 @@ class Recipe:
     def as_dict(self, *names: str) -> dict[str, dict[str, Any]]:
         """The resolved values of the named sections (all when none are named), for `_config.json`."""
         return {n: dataclasses.asdict(self.sections[n]) for n in names or self.sections}
+
+
+def read_toml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """Reads a recipe; a top-level `base = "other.toml"` (relative to it) is loaded first and overlaid."""
+    raw = tomllib.loads(path.read_text())
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if depth > 8:
+        raise ConfigError(f"recipe bases nest too deeply at {path}")
+    merged = read_toml((path.parent / base).resolve(), depth + 1)
+    for section, values in raw.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

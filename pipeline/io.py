@@ -19,12 +19,14 @@ replaces the folder; it never appends.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 
 from pipeline.hadoop import HadoopFS, plain
 
@@ -95,42 +97,64 @@ def input_bytes(spark, paths: list[str]) -> int:
     return sum(fs.size(p) for p in paths)
 
 
-def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0, extra: dict | None = None):
-    """Writes judged rows as `kept/` + `rejected/` with stats and config, committed atomically.
+@contextlib.contextmanager
+def staged_output(spark, output: str) -> Iterator[str]:
+    """Yields a hidden temporary folder to write into; on success it replaces `output` atomically.
 
-    Returns the stats dict that was written to `_stats.json`.
+    `_SUCCESS` of the old output is removed first and written last (see the module docstring).
+    On an exception the temporary folder is removed and the old output stays without `_SUCCESS`.
     """
-    spark, started = df.sparkSession, time.time()
     fs, output = HadoopFS(spark), absolute(output)
     fs.delete(f"{output}/_SUCCESS")
     parent, _, name = output.rpartition("/")
     for stale in fs.siblings(output, f".{name}.tmp-"):
         fs.delete(stale)
     tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
-    _write_parts(df, tmp)
-    stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
-    fs.write_text(f"{tmp}/_stats.json", json.dumps(stats, indent=2))
-    fs.write_text(f"{tmp}/_config.json", json.dumps({"stage": stage, "output": output, **config}, indent=2))
+    try:
+        yield tmp
+    except BaseException:
+        fs.delete(tmp)
+        raise
     fs.delete(output)
     fs.rename(tmp, output)
     fs.write_text(f"{output}/_SUCCESS", json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+
+
+def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0, extra: dict | None = None):
+    """Writes judged rows as `kept/` + `rejected/` with stats and config, committed atomically.
+
+    Returns the stats dict that was written to `_stats.json`.
+    """
+    spark, started = df.sparkSession, time.time()
+    verdict = "CASE WHEN drop_reason IS NULL THEN 'kept' ELSE 'rejected' END"
+    with staged_output(spark, output) as tmp:
+        write_partitioned(df, verdict, tmp, ("kept", "rejected"))
+        stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
+        write_json(spark, f"{tmp}/_stats.json", stats)
+        write_json(spark, f"{tmp}/_config.json", {"stage": stage, "output": absolute(output), **config})
     log.info("%s: kept %d, rejected %d -> %s", stage, stats["kept"], stats["rejected"], output)
     return stats
 
 
-def _write_parts(df, tmp: str) -> None:
-    """One Spark write, split by verdict into `kept/` and `rejected/` (both always exist)."""
+def write_partitioned(df, expression: str, tmp: str, parts: tuple[str, ...], **options) -> None:
+    """One Spark write split into `<tmp>/<part>/` folders by a SQL expression (all parts always exist)."""
     from pyspark.sql import functions as F
 
     fs = HadoopFS(df.sparkSession)
-    split = F.when(F.col("drop_reason").isNull(), F.lit("kept")).otherwise(F.lit("rejected"))
-    df.withColumn("_split", split).write.partitionBy("_split").parquet(f"{tmp}/_data")
-    for part in ("kept", "rejected"):
-        if fs.exists(f"{tmp}/_data/_split={part}"):
-            fs.rename(f"{tmp}/_data/_split={part}", f"{tmp}/{part}")
+    writer = df.withColumn("_part", F.expr(expression)).write.partitionBy("_part")
+    for key, value in options.items():
+        writer = writer.option(key, value)
+    writer.parquet(f"{tmp}/_data")
+    for part in parts:
+        if fs.exists(f"{tmp}/_data/_part={part}"):
+            fs.rename(f"{tmp}/_data/_part={part}", f"{tmp}/{part}")
         else:
             df.sparkSession.createDataFrame([], df.schema).write.parquet(f"{tmp}/{part}")
     fs.delete(f"{tmp}/_data")
+
+
+def write_json(spark, path: str, obj) -> None:
+    HadoopFS(spark).write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def _stats(spark, tmp: str, stage: str, bytes_in: int, seconds: float, extra: dict) -> dict:

@@ -21,11 +21,12 @@ from stages.base import Stage
 def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = None):
     """Returns `df` transformed by `stage` (lazy; nothing runs until the output is written).
 
-    Inputs with fewer partitions than the cluster has cores (`min_partitions`, default Spark's
-    default parallelism) are spread first, so a stage over one big WARC's pages uses every core.
+    Inputs with fewer partitions than `min_partitions` (default: twice Spark's default parallelism,
+    so one slow partition does not leave a core idle) are spread first; a stage over the pages of one
+    big WARC then uses every core.
     """
     out_arrow = stage.output_schema(schemas.arrow(df.schema))
-    wanted = min_partitions or df.sparkSession.sparkContext.defaultParallelism
+    wanted = min_partitions or 2 * df.sparkSession.sparkContext.defaultParallelism
     if df.rdd.getNumPartitions() < wanted:
         df = df.repartition(wanted)
 

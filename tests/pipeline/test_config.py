@@ -50,3 +50,16 @@ def test_plain_strings_and_frozen_sections():
     config = Recipe.load().section("extract")
     with pytest.raises(AttributeError):
         config.fast = True
+
+
+def test_a_recipe_overlays_its_base(tmp_path):
+    (tmp_path / "base.toml").write_text("[extract]\nfast = true\nmin_text_chars = 5\n")
+    (tmp_path / "child.toml").write_text('base = "base.toml"\n[extract]\nmin_text_chars = 9\n')
+    config = Recipe.load(tmp_path / "child.toml").section("extract")
+    assert config.fast is True and config.min_text_chars == 9
+
+
+def test_demo_recipe_changes_only_the_shard_size():
+    demo, default = Recipe.load("pipeline/recipes/demo.toml"), Recipe.load()
+    assert demo.section("tokenize").seq_len == 512
+    assert demo.section("extract") == default.section("extract")
