@@ -31,7 +31,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo ingest extract tokenize bench clean help
+.PHONY: setup test demo ingest extract langid tokenize bench clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -54,8 +54,11 @@ ingest: setup
 extract: setup
 	$(call JOB,extract) --input $(ROOT)/ingest --output $(ROOT)/extract
 
+langid: setup
+	$(call JOB,langid) --input $(ROOT)/extract --output $(ROOT)/langid
+
 tokenize: setup
-	$(call JOB,tokenize) --input $(ROOT)/extract --output $(ROOT)/shards
+	$(call JOB,tokenize) --input $(ROOT)/langid --output $(ROOT)/shards
 
 bench: setup
 	$(PY) -m bench.run --out runs/bench

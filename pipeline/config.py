@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.spark import SparkConfig
 from stages.extract import ExtractConfig
+from stages.language import LanguageConfig
 from stages.packing import TokenizeConfig
 from stages.warc import IngestConfig
 
@@ -29,6 +30,7 @@ SECTIONS: dict[str, type] = {
     "spark": SparkConfig,
     "ingest": IngestConfig,
     "extract": ExtractConfig,
+    "langid": LanguageConfig,
     "tokenize": TokenizeConfig,
 }
 

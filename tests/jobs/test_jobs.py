@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.data import benchmark_warc
-from jobs import extract, ingest
+from jobs import extract, ingest, langid
 from pipeline import io, runner
 from stages.extract import Extractor
 from tests.stages.test_warc import all_archives, warcio_count
@@ -47,6 +47,10 @@ def test_extract_job_on_benchmark_pages(spark, tmp_path, shared_data):
     assert {"text", "title", "date", "host", "url", "warc_file"} <= set(docs.columns) and "html" not in docs.columns
     config = json.loads((tmp_path / "extract" / "_config.json").read_text())
     assert config["config"]["extract"]["min_text_chars"] == 200 and config["overrides"]
+    stats = langid.main(["--input", str(tmp_path / "extract"), "--output", str(tmp_path / "langid"),
+                         "--set", 'langid.languages=["en"]'])
+    langs = io.read_stage(spark, str(tmp_path / "langid")).groupBy("lang").count().collect()
+    assert stats["kept"] == docs.count() and [r["lang"] for r in langs] == ["en"]
 
 
 def test_extract_refuses_an_unfinished_input(spark, tmp_path):
