@@ -27,8 +27,9 @@ from training.moe import SparseMoE  # noqa: E402
 
 DENSE = dict(vocab_size=32768, hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
              num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096)
-MOE = dict(hidden_size=512, num_experts=32, num_experts_per_tok=4, moe_intermediate_size=256,
-           shared_expert_intermediate_size=1024, norm_topk_prob=False)
+# Routing of Qwen1.5-MoE-A2.7B (60 experts, top-4) and Qwen2-57B-A14B (64 experts, top-8), narrower layers.
+MOE = dict(hidden_size=512, moe_intermediate_size=256, shared_expert_intermediate_size=1024, norm_topk_prob=False)
+MOE_ROUTING = [(16, 2), (60, 4), (64, 8)]
 
 
 def timeit(steps: list, warmup: int, repeats: int) -> list[float]:
@@ -70,22 +71,23 @@ def bench_dense(batch: int, seq: int, warmup: int, repeats: int) -> dict:
                 transformers_s=t_hf, ours_s=t_ours, ratio=t_hf / t_ours)
 
 
-def moe_pair():
+def moe_pair(num_experts: int, top_k: int):
     from transformers import Qwen2MoeConfig
     from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock
 
     torch.manual_seed(0)
-    hf = Qwen2MoeSparseMoeBlock(Qwen2MoeConfig(**MOE))
+    cfg = Qwen2MoeConfig(**MOE, num_experts=num_experts, num_experts_per_tok=top_k)
+    hf = Qwen2MoeSparseMoeBlock(cfg)
     for p in hf.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    ours = SparseMoE(MOE["hidden_size"], MOE["num_experts"], MOE["num_experts_per_tok"], MOE["moe_intermediate_size"],
-                     MOE["shared_expert_intermediate_size"], MOE["norm_topk_prob"])
+    ours = SparseMoE(cfg.hidden_size, num_experts, top_k, cfg.moe_intermediate_size,
+                     cfg.shared_expert_intermediate_size, cfg.norm_topk_prob)
     ours.load_state_dict(hf.state_dict())   # same names and stacked shapes as transformers 5
     return hf, ours
 
 
-def bench_moe(batch: int, seq: int, warmup: int, repeats: int) -> dict:
-    hf, ours = moe_pair()
+def bench_moe(num_experts: int, top_k: int, batch: int, seq: int, warmup: int, repeats: int) -> dict:
+    hf, ours = moe_pair(num_experts, top_k)
     x = torch.randn(batch, seq, MOE["hidden_size"])
     with torch.no_grad():
         assert (hf(x) - ours(x)[0]).abs().max() < 1e-4
@@ -96,8 +98,11 @@ def bench_moe(batch: int, seq: int, warmup: int, repeats: int) -> dict:
             fn(xg).sum().backward()
         return run
     t_hf, t_ours = timeit([step(hf), step(lambda t: ours(t)[0])], warmup, repeats)
-    return dict(name=f"MoE layer fwd+bwd {batch}x{seq}, {MOE['num_experts']} experts top-{MOE['num_experts_per_tok']}",
-                transformers_s=t_hf, ours_s=t_ours, ratio=t_hf / t_ours)
+    # matmul work both sides must do: 3 (fwd + 2 bwd) x 2 flops x tokens x H x (routed + shared widths)
+    flops = 6 * batch * seq * MOE["hidden_size"] * (3 * top_k * MOE["moe_intermediate_size"]
+                                                     + 3 * MOE["shared_expert_intermediate_size"] + num_experts)
+    return dict(name=f"MoE layer fwd+bwd {batch}x{seq}, {num_experts} experts top-{top_k}",
+                transformers_s=t_hf, ours_s=t_ours, ratio=t_hf / t_ours, ours_gflops=flops / t_ours / 1e9)
 
 
 def main(argv=None) -> None:
@@ -113,11 +118,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     import transformers
 
-    rows = [bench_dense(args.batch, args.seq, args.warmup, args.repeats),
-            bench_moe(args.batch, args.seq, args.warmup, args.repeats)]
-    print("| benchmark | transformers (s) | ours (s) | speed-up |\n|---|---|---|---|")
+    rows = [bench_dense(args.batch, args.seq, args.warmup, args.repeats)]
+    rows += [bench_moe(e, k, args.batch, args.seq, args.warmup, args.repeats) for e, k in MOE_ROUTING]
+    print("| benchmark | transformers (s) | ours (s) | speed-up | ours GFLOP/s |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['transformers_s']:.4f} | {r['ours_s']:.4f} | {r['ratio']:.2f}x |")
+        gflops = f"{r['ours_gflops']:.0f}" if "ours_gflops" in r else "-"
+        print(f"| {r['name']} | {r['transformers_s']:.4f} | {r['ours_s']:.4f} | {r['ratio']:.2f}x | {gflops} |")
     meta = dict(torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor(), args=vars(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
