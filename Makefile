@@ -5,7 +5,8 @@
 #   MASTER=spark://host:7077 make extract RUN=cc # the same job submitted to a cluster
 # Variables: RUN (run name), ROOT (output root, default runs/$(RUN)), RECIPE (TOML recipe),
 # SET (space-separated section.key=value overrides), MASTER (Spark master URL), SPARK_ARGS
-# (extra spark-submit arguments for a cluster), INPUT (ingest input: paths, globs, manifests).
+# (extra spark-submit arguments for a cluster), INPUT (ingest input: paths, globs, manifests),
+# CKPT (a model checkpoint folder), HF (a Hugging Face model folder).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,6 +20,8 @@ MASTER ?=
 SPARK_ARGS ?=
 INPUT ?= $(ROOT)/input
 PYTEST_ARGS ?=
+CKPT ?= runs/$(RUN)/checkpoint
+HF ?= runs/$(RUN)/hf
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -31,7 +34,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo ingest extract langid tokenize bench clean help
+.PHONY: setup test demo ingest extract langid dedup tokenize bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -57,8 +60,20 @@ extract: setup
 langid: setup
 	$(call JOB,langid) --input $(ROOT)/extract --output $(ROOT)/langid
 
+dedup: setup
+	$(call JOB,dedup) --input $(ROOT)/langid --output $(ROOT)/dedup
+
 tokenize: setup
-	$(call JOB,tokenize) --input $(ROOT)/langid --output $(ROOT)/shards
+	$(call JOB,tokenize) --input $(ROOT)/dedup --output $(ROOT)/shards
+
+chat: setup
+	$(PY) -m training.chat --checkpoint $(CKPT)
+
+export-hf: setup
+	$(PY) -m training.hf export --checkpoint $(CKPT) --out $(HF)
+
+import-hf: setup
+	$(PY) -m training.hf import --hf $(HF) --out $(CKPT)
 
 bench: setup
 	$(PY) -m bench.run --out runs/bench

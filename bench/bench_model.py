@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--out", default="runs/bench/model.json")
+    p.add_argument("--out", default="runs/bench", help="folder for model.json and model.md")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,15 +120,19 @@ def main(argv=None) -> None:
 
     rows = [bench_dense(args.batch, args.seq, args.warmup, args.repeats)]
     rows += [bench_moe(e, k, args.batch, args.seq, args.warmup, args.repeats) for e, k in MOE_ROUTING]
-    print("| benchmark | transformers (s) | ours (s) | speed-up | ours GFLOP/s |\n|---|---|---|---|---|")
+    table = ["### Model: one forward+backward step on this CPU (fp32, median, same weights and batch)", "",
+             "| benchmark | transformers (s) | ours (s) | speed-up | ours GFLOP/s |", "|---|---|---|---|---|"]
     for r in rows:
         gflops = f"{r['ours_gflops']:.0f}" if "ours_gflops" in r else "-"
-        print(f"| {r['name']} | {r['transformers_s']:.4f} | {r['ours_s']:.4f} | {r['ratio']:.2f}x | {gflops} |")
+        table.append(f"| {r['name']} | {r['transformers_s']:.4f} | {r['ours_s']:.4f} | {r['ratio']:.2f}x | {gflops} |")
+    print("\n".join(table))
     meta = dict(torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor(), args=vars(args))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(meta=meta, results=rows), indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_text(json.dumps(dict(meta=meta, results=rows), indent=2) + "\n")
+    (out / "model.md").write_text("\n".join(table) + "\n")
+    print(f"wrote {out / 'model.json'}")
 
 
 if __name__ == "__main__":

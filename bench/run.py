@@ -9,7 +9,8 @@ import argparse
 import importlib
 from pathlib import Path
 
-BENCHMARKS = {"extract": "bench.bench_extract", "model": "bench.bench_model"}
+BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "dedup": "bench.bench_dedup",
+              "model": "bench.bench_model"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,8 @@
 
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
-Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> tokenize
-(packed shards in `<root>/shards`). Each stage
+Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> dedup ->
+tokenize (packed shards in `<root>/shards`). Each stage
 runs through its job's `main`, in one Spark session, and writes `<root>/<stage>/`. At the end a
 table of the stages is printed with where the output is.
 """
@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from jobs import demo_input, extract, ingest, langid, tokenize
+from jobs import dedup, demo_input, extract, ingest, langid, tokenize
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["ingest"] = ingest.main(stage_argv(args, [str(warc)], str(root / "ingest")))
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
         results["langid"] = langid.main(stage_argv(args, [str(root / "extract")], str(root / "langid")))
-        results["tokenize"] = tokenize.main(stage_argv(args, [str(root / "langid")], str(root / "shards")))
+        results["dedup"] = dedup.main(stage_argv(args, [str(root / "langid")], str(root / "dedup")))
+        results["tokenize"] = tokenize.main(stage_argv(args, [str(root / "dedup")], str(root / "shards")))
     print_summary(results, root, time.time() - started)
     return results
 

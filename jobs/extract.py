@@ -9,21 +9,12 @@ have `_SUCCESS`.
 
 from __future__ import annotations
 
-from pipeline import cli, io, runner
-from pipeline.spark import spark_session
+from pipeline import cli
 from stages.extract import Extractor
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = cli.stage_args("extract", __doc__.splitlines()[0]).parse_args(argv)
-    recipe = cli.load(args)
-    with spark_session("extract", recipe.section("spark"), args.master) as spark:
-        pages = io.read_stage(spark, args.input[0])
-        docs = runner.apply(pages, Extractor(recipe.section("extract")), recipe.section("spark").arrow_batch_rows)
-        stats = io.write_split(docs, args.output, stage="extract", config=cli.run_config(recipe, args, "extract"),
-                               bytes_in=io.input_bytes(spark, [f"{args.input[0]}/kept"]))
-    cli.report(stats, args.output)
-    return stats
+    return cli.run_record_stage("extract", Extractor, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ Every job takes the same core flags:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from pipeline import io
 from pipeline.config import Recipe
@@ -60,5 +60,20 @@ def report(stats: dict, output: str) -> None:
     print(f"[{stats['stage']}] output: {output}")
 
 
-def dump(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)
+def run_record_stage(name: str, make_stage: Callable, description: str, argv: list[str] | None) -> dict:
+    """The whole job of a per-record stage: read a finished stage, apply, write kept/rejected, report.
+
+    `make_stage` builds the stage from the recipe section called `name`.
+    """
+    from pipeline import runner
+    from pipeline.spark import spark_session
+
+    args = stage_args(name, description).parse_args(argv)
+    recipe = load(args)
+    with spark_session(name, recipe.section("spark"), args.master) as spark:
+        docs = io.read_stage(spark, args.input[0])
+        judged = runner.apply(docs, make_stage(recipe.section(name)), recipe.section("spark").arrow_batch_rows)
+        stats = io.write_split(judged, args.output, stage=name, config=run_config(recipe, args, name),
+                               bytes_in=io.input_bytes(spark, [f"{args.input[0]}/kept"]))
+    report(stats, args.output)
+    return stats

@@ -39,10 +39,10 @@ def find_duplicates(docs: DataFrame, config: DedupConfig, min_partitions: int = 
     _check_unique_ids(nodes)
     losers, rest = {}, nodes
     if config.exact:
-        losers["exact"] = group_losers(rest, "_text_key").localCheckpoint()
+        losers["exact"] = group_losers(rest, "_text_key")
         rest = rest.join(losers["exact"], "rank", "left_anti")
     if config.url:
-        losers["url"] = group_losers(rest, "_url_key").localCheckpoint()
+        losers["url"] = group_losers(rest, "_url_key")
         rest = rest.join(losers["url"], "rank", "left_anti")
     if config.near:
         near = connected_components(band_edges(rest), config.max_iterations)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spark import SparkConfig
+from stages.dedup import DedupConfig
 from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
 from stages.packing import TokenizeConfig
@@ -31,6 +32,7 @@ SECTIONS: dict[str, type] = {
     "ingest": IngestConfig,
     "extract": ExtractConfig,
     "langid": LanguageConfig,
+    "dedup": DedupConfig,
     "tokenize": TokenizeConfig,
 }
 
