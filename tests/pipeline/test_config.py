@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, Recipe, parse_value
+from pipeline.config import Recipe
+from stages.recipe import ConfigError, parse_value
 from stages.extract import ExtractConfig
 
 
