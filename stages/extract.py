@@ -1,9 +1,12 @@
 """HTML -> main text with trafilatura, after decoding the bytes with the right charset.
 
-Charset order (WHATWG-like): the charset declared by the HTTP header (ingest's `charset` column), then a
-`<meta charset>` / `http-equiv` declaration in the first 4 KiB, then strict UTF-8, then
-charset-normalizer's guess, then UTF-8 with replacement characters. Latin-1 and ASCII labels decode
-as windows-1252, as browsers do. The `charset` column is set to the encoding actually used.
+Charset order: bytes that are UTF-8 (valid, or but for a few broken sequences) are UTF-8, whatever
+the page declares (a wrong legacy declaration on a UTF-8 page is common; a legacy page that happens
+to be valid UTF-8 is not); then the
+charset declared by the HTTP header (ingest's `charset` column), then a `<meta charset>` / `http-equiv`
+declaration in the first 4 KiB, then charset-normalizer's guess, then UTF-8 with replacement
+characters. Latin-1 and ASCII labels decode as windows-1252, as browsers do. Text is NFC-normalised.
+The `charset` column is set to the encoding actually used.
 
 Defaults follow FineWeb's use of trafilatura (Penedo et al. 2024: favor_precision, no comments);
 trafilatura's cross-document `deduplicate` is off because its cache makes output depend on the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,6 +29,7 @@ import pyarrow as pa
 from stages.base import Doc, Mapper, reject
 
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
+NON_ASCII = re.compile(r"[^\x00-\x7f]")
 BROWSER_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
                    "us-ascii": "cp1252", "iso8859-1": "cp1252"}
 
@@ -105,18 +110,37 @@ def joined_text(result) -> str | None:
 
 
 def decode_html(html: bytes, declared: str | None) -> tuple[str, str]:
-    """Decodes page bytes; returns (text, encoding used)."""
-    for candidate in (declared, sniff_meta_charset(html), "utf-8"):
+    """Decodes page bytes; returns (NFC text, encoding used)."""
+    text, encoding = _decode(html, declared)
+    return unicodedata.normalize("NFC", text), encoding
+
+
+def _decode(html: bytes, declared: str | None) -> tuple[str, str]:
+    mostly = _mostly_utf8(html)
+    if mostly is not None:
+        return mostly, "utf-8"
+    for candidate in (declared, sniff_meta_charset(html)):
         encoding = normalise_encoding(candidate)
         if encoding:
             try:
-                return html.decode(encoding), encoding
+                return html.decode("utf-8-sig" if encoding == "utf-8" else encoding), encoding
             except UnicodeDecodeError:
                 continue
     guess = _guess(html)
     if guess:
         return html.decode(guess, errors="replace"), guess
     return html.decode("utf-8", errors="replace"), "utf-8"
+
+
+def _mostly_utf8(html: bytes) -> str | None:
+    """The UTF-8 text when the bytes are UTF-8 but for a few broken sequences (at most 2% of the
+    non-ASCII characters), else None."""
+    text = html.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    if not bad:
+        return text.removeprefix("\ufeff")
+    non_ascii = len(NON_ASCII.findall(text))
+    return text if non_ascii >= 50 and bad <= 0.02 * non_ascii else None
 
 
 def sniff_meta_charset(html: bytes) -> str | None:

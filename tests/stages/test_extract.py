@@ -72,3 +72,17 @@ def test_same_text_as_trafilatura_on_benchmark_pages(shared_data):
         theirs = trafilatura.extract(decoded, url=truth[name]["url"], include_comments=True, deduplicate=False)
         same += ours == theirs
     assert same == len(names)
+
+
+def test_valid_utf8_wins_over_a_wrong_legacy_declaration_and_text_is_nfc():
+    html = '<meta charset="windows-1250"><p>größer</p>'.encode()
+    assert decode_html(html, None) == ('<meta charset="windows-1250"><p>größer</p>', "utf-8")
+    decomposed = "u\u0308ber".encode()
+    assert decode_html(decomposed, "utf-8")[0] == "\u00fcber"
+
+
+def test_utf8_with_a_few_broken_bytes_is_still_utf8():
+    body = ("Größe und Gewicht der Schafe, schön und weiß. " * 20).encode()
+    html = b'<meta charset="windows-1250"><p>' + body + b"\xff</p>"
+    text, encoding = decode_html(html, None)
+    assert encoding == "utf-8" and "Größe" in text and text.count("\ufffd") == 1
