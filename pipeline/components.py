@@ -28,16 +28,21 @@ log = logging.getLogger(__name__)
 REASONS = {"exact": "exact_dup", "url": "url_dup", "near": "near_dup"}
 
 
-def find_duplicates(docs: DataFrame, config: DedupConfig, min_partitions: int = 0) -> DataFrame:
-    """(id, drop_reason, dup_of) for every duplicate in `docs`; `dup_of` is the id of the kept document.
+def find_duplicates(docs: DataFrame, config: DedupConfig, min_partitions: int = 0,
+                    prior: DataFrame | None = None) -> tuple[DataFrame, DataFrame]:
+    """(verdicts, nodes): verdicts are (id, drop_reason, dup_of) for every duplicate in `docs`, `dup_of`
+    the id of the kept document; nodes are the documents' keys (for the index).
 
     Exact duplicates first, then URL duplicates among the rest, then near duplicates among what is
-    left; a loser's `dup_of` follows the chain to the document that is finally kept.
+    left; a loser's `dup_of` follows the chain to the document that is finally kept. `prior` (an
+    earlier run's index: id, _text_key, _url_key, _bands) joins every step with ranks below all new
+    documents, so earlier documents always win and are never judged again.
     """
     order = parse_order(config.survivor_order, set(docs.columns))
     nodes = rank_nodes(doc_keys(docs, config, [c for c, _ in order], min_partitions), order)
     _check_unique_ids(nodes)
-    losers, rest = {}, nodes
+    every = nodes if prior is None else nodes.unionByName(prior_nodes(prior), allowMissingColumns=True)
+    losers, rest = {}, every
     if config.exact:
         losers["exact"] = group_losers(rest, "_text_key")
         rest = rest.join(losers["exact"], "rank", "left_anti")
@@ -47,7 +52,22 @@ def find_duplicates(docs: DataFrame, config: DedupConfig, min_partitions: int = 
     if config.near:
         near = connected_components(band_edges(rest), config.max_iterations)
         losers["near"] = near.select(F.col("src").alias("rank"), F.col("dst").alias("rep"))
-    return _verdicts(nodes, losers)
+    return _verdicts(nodes, every, losers), nodes
+
+
+INDEX_COLUMNS = ("id", "_text_key", "_url_key", "_bands")
+
+
+def prior_nodes(index: DataFrame) -> DataFrame:
+    """An earlier run's index as nodes ranked before every new document (negative ranks, by id)."""
+    ordered = index.select(*INDEX_COLUMNS).orderBy("id")
+    return ordered.withColumn("rank", -1 - F.monotonically_increasing_id()).localCheckpoint()
+
+
+def survivor_index(nodes: DataFrame, verdicts: DataFrame, prior: DataFrame | None) -> DataFrame:
+    """The index a later run checks against: keys of this run's survivors plus the prior index."""
+    kept = nodes.join(verdicts.select("id"), "id", "left_anti").select(*INDEX_COLUMNS)
+    return kept if prior is None else kept.unionByName(prior.select(*INDEX_COLUMNS))
 
 
 def doc_keys(docs: DataFrame, config: DedupConfig, order_cols: list[str], min_partitions: int = 0) -> DataFrame:
@@ -74,8 +94,9 @@ def _check_unique_ids(nodes: DataFrame) -> None:
         raise ValueError(f"dedup needs unique ids; id {clash[0]['id']!r} occurs {clash[0]['count']} times")
 
 
-def _verdicts(nodes: DataFrame, losers: dict[str, DataFrame]) -> DataFrame:
-    """Unions the losers with their reasons and follows each rep through the later steps."""
+def _verdicts(nodes: DataFrame, every: DataFrame, losers: dict[str, DataFrame]) -> DataFrame:
+    """Unions the losers with their reasons and follows each rep through the later steps; only the
+    documents of `nodes` are judged, reps may be any node of `every` (prior documents included)."""
     verdicts = None
     for step, pairs in losers.items():
         tagged = pairs.withColumn("drop_reason", F.lit(REASONS[step]))
@@ -88,7 +109,7 @@ def _verdicts(nodes: DataFrame, losers: dict[str, DataFrame]) -> DataFrame:
             verdicts = verdicts.join(hop, "rep", "left").select(
                 "rank", "drop_reason", F.coalesce("next", "rep").alias("rep"))
     ids = nodes.select("rank", "id")
-    survivors = nodes.select(F.col("rank").alias("rep"), F.col("id").alias("dup_of"))
+    survivors = every.select(F.col("rank").alias("rep"), F.col("id").alias("dup_of"))
     return verdicts.join(ids, "rank").join(survivors, "rep").select("id", "drop_reason", "dup_of")
 
 

@@ -120,15 +120,19 @@ def staged_output(spark, output: str) -> Iterator[str]:
     fs.write_text(f"{output}/_SUCCESS", json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
 
 
-def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0, extra: dict | None = None):
+def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0, extra: dict | None = None,
+                parts: dict | None = None):
     """Writes judged rows as `kept/` + `rejected/` with stats and config, committed atomically.
 
+    `parts` ({folder: DataFrame}) are written beside them in the same commit (e.g. dedup's `index/`).
     Returns the stats dict that was written to `_stats.json`.
     """
     spark, started = df.sparkSession, time.time()
     verdict = "CASE WHEN drop_reason IS NULL THEN 'kept' ELSE 'rejected' END"
     with staged_output(spark, output) as tmp:
         write_partitioned(df, verdict, tmp, ("kept", "rejected"))
+        for name, part in (parts or {}).items():
+            part.write.parquet(f"{tmp}/{name}")
         stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
         write_json(spark, f"{tmp}/_stats.json", stats)
         write_json(spark, f"{tmp}/_config.json", {"stage": stage, "output": absolute(output), **config})

@@ -9,6 +9,9 @@ computed here; this module never sees more than one Arrow batch.
 - URL key (`normalize_url`): scheme and host lower-cased, default ports (http 80, https 443) and the
   fragment dropped, userinfo dropped, an empty path becomes "/", one trailing slash is removed from
   other paths (`/a/` == `/a`), query kept as written. http and https stay distinct; "www." is kept.
+- Incremental mode (`index_from`): each run writes `index/` (id and keys of its survivors, plus the
+  index it was checked against), and a later batch (the next crawl or dump) is deduplicated against
+  it: earlier documents always win, so a new copy of an old page is rejected with `dup_of` the old id.
 - Survivor order (`survivor_order`): a list of "column [asc|desc]"; "text_length" is the text's length
   in code points; columns absent from the input are skipped; ties end on the smallest `id`. Nulls sort last.
 
@@ -50,6 +53,13 @@ class DedupConfig:
     scheme: str = "affine32"  # datasketch >= 2.0 default; "legacy" for datasketch < 2.0 signatures
     survivor_order: tuple[str, ...] = ("quality_score desc", "text_length desc", "id asc")
     max_iterations: int = 40  # connected components rounds before giving up (O(log^2 n) expected)
+    index_from: tuple[str, ...] = ()  # earlier dedup outputs whose index/ this batch is checked against
+
+    def key_settings(self) -> dict:
+        """The settings that must match for keys of two runs to be comparable."""
+        p = self.minhash()
+        return {"num_perm": p.num_perm, "bands": p.bands, "rows": p.rows, "ngram": p.ngram, "seed": p.seed,
+                "scheme": p.scheme, "shingle": p.shingle, "char_ngram": p.char_ngram}
 
     def minhash(self) -> MinHashParams:
         common = dict(ngram=self.ngram, seed=self.seed, scheme=self.scheme, shingle=self.shingle,

@@ -162,3 +162,28 @@ def test_connected_components_match_union_find(spark):
         union[max(ra, rb)] = min(ra, rb)
     nodes = {n for e in edges for n in e}
     assert got == {n: find(n) for n in nodes if find(n) != n}
+
+
+def test_incremental_batch_against_an_earlier_index(spark, tmp_path, shared_data):
+    """Batch 2 checked against batch 1's index equals the reference over batch 1's survivors (always
+    preferred) plus batch 2; batch 1's documents are never judged again."""
+    rows = corpus(shared_data)
+    random.Random(3).shuffle(rows)
+    first, second = rows[: len(rows) // 2], rows[len(rows) // 2:]
+    _, _, kept1 = run_job(spark, first, tmp_path, "batch1", 2)
+    inp = tmp_path / "batch2-in"
+    spark.createDataFrame(second).repartition(3).write.parquet(str(inp))
+    stats = dedup.main(["--input", str(inp), "--output", str(tmp_path / "batch2"), *SET,
+                        "--set", f'dedup.index_from=["{tmp_path / "batch1"}"]'])
+    got = {r["id"]: r["drop_reason"] for r in io.read_stage(spark, str(tmp_path / "batch2"), "rejected").collect()}
+    old = [{**r.asDict(), "quality_score": 2.0} for r in kept1]  # earlier survivors win every tie
+    expected = reference([{k: r[k] for k in ("id", "text", "url", "quality_score")} for r in old] + second, CONFIG)
+    assert got == {i: reason for i, (reason, _) in expected.items() if i not in {r["id"] for r in old}}
+    assert any(reason for reason in got.values()) and stats["docs_in"] == len(second)
+    dup_of = {r["dup_of"] for r in io.read_stage(spark, str(tmp_path / "batch2"), "rejected").collect()}
+    assert dup_of & {r["id"] for r in kept1}  # some new documents lose to old ones
+    index = spark.read.parquet(str(tmp_path / "batch2" / "index")).select("id").collect()
+    assert len(index) == len(kept1) + stats["kept"]
+    with pytest.raises(ValueError, match="other key settings"):
+        dedup.main(["--input", str(inp), "--output", str(tmp_path / "bad"),
+                    "--set", f'dedup.index_from=["{tmp_path / "batch1"}"]'])
