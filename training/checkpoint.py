@@ -54,3 +54,88 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None) -> Qwen:
     path = Path(path)
     cfg = ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
     return build_model(cfg, load_file(str(path / WEIGHTS)), dtype)
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+# A training checkpoint is a model folder (above) plus `optimizer.pt` (optimizer and scheduler),
+# `rng.pt` (RNG states, one per rank) and `trainer_state.json` (step, data position, recipe):
+#     <out>/checkpoints/step-000100/
+# It is written into a hidden sibling and renamed into place, so a killed run never leaves a
+# half-written folder that looks finished; only the last `keep_last` folders are kept.
+
+STEP_PREFIX, TRAINER_STATE = "step-", "trainer_state.json"
+
+
+def rng_state() -> dict:
+    import random
+
+    import numpy as np
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training(folder: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict,
+                  rngs: list[dict], trainer_state: dict, keep_last: int) -> Path:
+    """Atomically writes <folder>/step-NNNNNN and prunes older ones; model_state has our names."""
+    folder = Path(folder)
+    final = folder / f"{STEP_PREFIX}{step:06d}"
+    tmp = folder / f".{final.name}.tmp"
+    _remove(tmp)
+    tmp.mkdir(parents=True)
+    if cfg.tie_word_embeddings:
+        model_state = {k: v for k, v in model_state.items() if k != "lm_head.weight"}
+    save_file({k: v.detach().contiguous() for k, v in model_state.items()}, str(tmp / WEIGHTS),
+              metadata={"format": "pt"})
+    (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    torch.save(optim_state, tmp / "optimizer.pt")
+    torch.save(rngs, tmp / "rng.pt")
+    (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
+    _remove(final)
+    tmp.rename(final)
+    for old in list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
+        _remove(old)
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Finished training checkpoints, oldest first."""
+    folder = Path(folder)
+    found = [p for p in folder.glob(f"{STEP_PREFIX}*") if (p / TRAINER_STATE).exists()] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def load_training(path: Path) -> dict:
+    """The parts of a training checkpoint: model state (our names), optimizer state, RNGs, trainer state."""
+    path = Path(path)
+    return {"model": load_file(str(path / WEIGHTS)), "config": ModelConfig.from_dict(json.loads((path / CONFIG).read_text())),
+            "optim": torch.load(path / "optimizer.pt", weights_only=False),
+            "rng": torch.load(path / "rng.pt", weights_only=False),
+            "trainer": json.loads((path / TRAINER_STATE).read_text())}
+
+
+def load_weights_into(model: Qwen, state: dict[str, torch.Tensor]) -> None:
+    """Copies a saved state into an existing model (a tied lm_head may be absent)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {"lm_head.weight"} if model.cfg.tie_word_embeddings else set()
+    if set(missing) - allowed or unexpected:
+        raise ValueError(f"checkpoint mismatch: missing {sorted(set(missing) - allowed)}, unexpected {unexpected}")
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
