@@ -34,7 +34,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo ingest extract langid dedup tokenize bench chat export-hf import-hf clean help
+.PHONY: setup test demo report ingest extract langid dedup tokenize bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -50,6 +50,9 @@ test: setup
 
 demo: setup
 	$(PY) -m jobs.demo --root $(ROOT) --recipe $(DEMO_RECIPE) $(foreach s,$(SET),--set $(s))
+
+report: setup
+	$(PY) -m jobs.report --root $(ROOT)
 
 ingest: setup
 	$(call JOB,ingest) --input $(INPUT) --output $(ROOT)/ingest

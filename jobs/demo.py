@@ -5,7 +5,7 @@
 Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> dedup ->
 tokenize (packed shards in `<root>/shards`). Each stage
 runs through its job's `main`, in one Spark session, and writes `<root>/<stage>/`. At the end a
-table of the stages is printed with where the output is.
+table of the stages is printed with where the output is, and `<root>/report.html` is written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from jobs import dedup, demo_input, extract, ingest, langid, tokenize
+from jobs import dedup, demo_input, extract, ingest, langid, report, tokenize
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["dedup"] = dedup.main(stage_argv(args, [str(root / "langid")], str(root / "dedup")))
         results["tokenize"] = tokenize.main(stage_argv(args, [str(root / "dedup")], str(root / "shards")))
     print_summary(results, root, time.time() - started)
+    report.main(["--root", str(root)])
     return results
 
 
