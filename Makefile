@@ -6,6 +6,7 @@
 # Variables: RUN (run name), ROOT (output root, default runs/$(RUN)), RECIPE (TOML recipe),
 # SET (space-separated section.key=value overrides), MASTER (Spark master URL), SPARK_ARGS
 # (extra spark-submit arguments for a cluster), INPUT (ingest input: paths, globs, manifests),
+# INSTRUCTIONS (instruction/preference JSONL for make mix), TOKENIZE_INPUT (default $(ROOT)/mix/pretrain),
 # CKPT (a model checkpoint folder), HF (a Hugging Face model folder).
 
 PYTHON ?= python3
@@ -19,6 +20,8 @@ SET ?=
 MASTER ?=
 SPARK_ARGS ?=
 INPUT ?= $(ROOT)/input
+INSTRUCTIONS ?= ../shared/data/self-instruct/seed_tasks.jsonl ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz
+TOKENIZE_INPUT ?= $(ROOT)/mix/pretrain
 PYTEST_ARGS ?=
 CKPT ?= runs/$(RUN)/checkpoint
 HF ?= runs/$(RUN)/hf
@@ -34,7 +37,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo report ingest extract langid dedup tokenize bench chat export-hf import-hf clean help
+.PHONY: setup test demo report ingest extract langid dedup decontam upsample mix tokenize bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -66,8 +69,17 @@ langid: setup
 dedup: setup
 	$(call JOB,dedup) --input $(ROOT)/langid --output $(ROOT)/dedup
 
+decontam: setup
+	$(call JOB,decontam) --input $(ROOT)/dedup --output $(ROOT)/decontam
+
+upsample: setup
+	$(call JOB,upsample) --input $(ROOT)/decontam --output $(ROOT)/upsample
+
+mix: setup
+	$(call JOB,mix_instructions) --input $(INSTRUCTIONS) --pretrain $(ROOT)/upsample --output $(ROOT)/mix
+
 tokenize: setup
-	$(call JOB,tokenize) --input $(ROOT)/dedup --output $(ROOT)/shards
+	$(call JOB,tokenize) --input $(TOKENIZE_INPUT) --output $(ROOT)/shards
 
 chat: setup
 	$(PY) -m training.chat --checkpoint $(CKPT)

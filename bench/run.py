@@ -10,6 +10,7 @@ import importlib
 from pathlib import Path
 
 BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "dedup": "bench.bench_dedup",
+              "decontam": "bench.bench_decontam", "tokenize": "bench.bench_tokenize",
               "model": "bench.bench_model"}
 
 

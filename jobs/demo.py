@@ -2,8 +2,9 @@
 
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
-Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> dedup ->
-tokenize (packed shards in `<root>/shards`). Each stage
+Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> dedup
+-> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference shards) -> tokenize (packed
+shards in `<root>/shards`). Each stage
 runs through its job's `main`, in one Spark session, and writes `<root>/<stage>/`. At the end a
 table of the stages is printed with where the output is, and `<root>/report.html` is written.
 """
@@ -11,15 +12,20 @@ table of the stages is printed with where the output is, and `<root>/report.html
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-from jobs import dedup, demo_input, extract, ingest, langid, report, tokenize
+from jobs import decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, report, tokenize, upsample
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
 
-DEMO_RECIPE = Path(__file__).resolve().parent.parent / "pipeline" / "recipes" / "demo.toml"
+REPO = Path(__file__).resolve().parent.parent
+DEMO_RECIPE = REPO / "pipeline" / "recipes" / "demo.toml"
+# Evaluation sets and instruction data: used where the real data folder is present (tests, CI, a
+# checkout beside it); without it the demo decontaminates against nothing and mixes no instructions.
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list[str]:
@@ -29,6 +35,22 @@ def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list
     for item in args.set:
         argv += ["--set", item]
     return argv
+
+
+def benchmark_sets(data: Path) -> list[str]:
+    """--set for decontamination against GSM8K, HumanEval and MMLU where the shared data is present."""
+    if not data.is_dir():
+        return []
+    sets = {"gsm8k": data / "gsm8k" / "test.jsonl", "humaneval": data / "humaneval" / "HumanEval.jsonl.gz",
+            "mmlu": data / "mmlu" / "test"}
+    table = ", ".join(f'{k} = "{v}"' for k, v in sets.items() if v.exists())
+    return ["--set", f"decontam.benchmarks={{ {table} }}"] if table else []
+
+
+def instructions(data: Path) -> list[str]:
+    """Instruction data to mix in (self-instruct tasks and hh-rlhf pairs), where the shared data is present."""
+    files = [data / "self-instruct" / "seed_tasks.jsonl", data / "hh-rlhf" / "harmless-base-test.jsonl.gz"]
+    return [str(f) for f in files if f.exists()]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +70,15 @@ def main(argv: list[str] | None = None) -> dict:
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
         results["langid"] = langid.main(stage_argv(args, [str(root / "extract")], str(root / "langid")))
         results["dedup"] = dedup.main(stage_argv(args, [str(root / "langid")], str(root / "dedup")))
-        results["tokenize"] = tokenize.main(stage_argv(args, [str(root / "dedup")], str(root / "shards")))
+        results["decontam"] = decontam.main(stage_argv(args, [str(root / "dedup")], str(root / "decontam"))
+                                            + benchmark_sets(SHARED_DATA))
+        results["upsample"] = upsample.main(stage_argv(args, [str(root / "decontam")], str(root / "upsample")))
+        stream = root / "upsample"
+        if instructions(SHARED_DATA):
+            mix = mix_instructions.main(stage_argv(args, instructions(SHARED_DATA), str(root / "mix"))
+                                        + benchmark_sets(SHARED_DATA) + ["--pretrain", str(stream)])
+            results["mix"], stream = mix["pretrain"], root / "mix" / "pretrain"
+        results["tokenize"] = tokenize.main(stage_argv(args, [str(stream)], str(root / "shards")))
     print_summary(results, root, time.time() - started)
     report.main(["--root", str(root)])
     return results

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spark import SparkConfig
+from stages.chatml import MixConfig
+from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
 from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
+from stages.mixture import MixtureConfig
 from stages.packing import TokenizeConfig
 from stages.recipe import ConfigError, apply_override, build, read_toml
 from stages.warc import IngestConfig
@@ -31,6 +34,9 @@ SECTIONS: dict[str, type] = {
     "extract": ExtractConfig,
     "langid": LanguageConfig,
     "dedup": DedupConfig,
+    "decontam": DecontamConfig,
+    "upsample": MixtureConfig,
+    "mix": MixConfig,
     "tokenize": TokenizeConfig,
 }
 

@@ -28,6 +28,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import pyarrow as pa
+
 from pipeline.hadoop import HadoopFS, plain
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,20 @@ def write_partitioned(df, expression: str, tmp: str, parts: tuple[str, ...], **o
         else:
             df.sparkSession.createDataFrame([], df.schema).write.parquet(f"{tmp}/{part}")
     fs.delete(f"{tmp}/_data")
+
+
+TEXT_DOCS = pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string()), pa.field("source", pa.string())])
+
+
+def write_docs(spark, rows: list[tuple], output: str, schema: pa.Schema = TEXT_DOCS) -> str:
+    """Turns rows (tuples in `schema` order; default id, text, source) into a finished stage folder
+    whose rows are all kept: how outside data (or a test's) enters the pipeline."""
+    from pipeline import runner, schemas
+    from stages.base import Identity
+
+    df = spark.createDataFrame(rows, schemas.spark(schema))
+    write_split(runner.apply(df, Identity()), output, stage="docs", config={})
+    return output
 
 
 def write_json(spark, path: str, obj) -> None:

@@ -15,7 +15,7 @@ from itertools import islice
 import pyarrow as pa
 
 from pipeline import schemas
-from stages.base import Stage
+from stages.base import BatchStage, Stage
 
 
 def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = None):
@@ -31,6 +31,9 @@ def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = 
         df = df.repartition(wanted)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        if isinstance(stage, BatchStage):
+            yield from (stage.process_batch(batch) for batch in batches)
+            return
         rows = stage.stream(doc for batch in batches for doc in batch.to_pylist())
         while chunk := list(islice(rows, batch_rows)):
             yield pa.RecordBatch.from_pylist(chunk, schema=out_arrow)

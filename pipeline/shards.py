@@ -10,9 +10,10 @@ Layout (committed atomically like every stage folder):
         manifest.json          tokenizer and checksum, seq_len, rows and tokens per split and source, efficiency
         _stats.json, _config.json, _SUCCESS
 
-Documents are range-partitioned on (split, source, seeded hash of id), so each partition packs a sorted
-run; the short row each partition leaves per group is re-packed in one task with the others, so at
-most one short row per (split, source) remains.
+Documents are hash-partitioned on a seeded hash of their id and sorted inside each partition by
+(split, source, hash), so each partition packs contiguous runs of a shuffled order; the short row each
+partition leaves per group is re-packed in one task with the others, so at most one short row per
+(split, source) remains.
 """
 
 from __future__ import annotations
@@ -23,30 +24,30 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from pipeline import io, runner, schemas
-from stages.packing import SHARD_SCHEMA, Tokenize, TokenizeConfig, pack_groups
+from stages.packing import SHARD_SCHEMA, Tokenize, TokenizeConfig, pack_batches
 from stages.tokenizer import QwenTokenizer
 
 SCHEMA_VERSION = 1
 
 
-def _packer(seq_len: int, batch_rows: int = 64):
+def _packer(seq_len: int):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows = pack_groups((r for b in batches for r in b.to_pylist()), seq_len)
-        chunk = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == batch_rows:
-                yield pa.RecordBatch.from_pylist(chunk, schema=SHARD_SCHEMA)
-                chunk = []
-        if chunk:
-            yield pa.RecordBatch.from_pylist(chunk, schema=SHARD_SCHEMA)
+        for batch in pack_batches(batches, seq_len):
+            if batch.num_rows:
+                yield batch
     return run
 
 
 def pack(docs, config: TokenizeConfig):
-    """Tokenized documents (split, source, shuffle_key, input_ids) -> packed rows (SHARD_SCHEMA)."""
+    """Tokenized documents (split, source, shuffle_key, input_ids) -> packed rows (SHARD_SCHEMA).
+
+    Hash-partitioned on the seeded key and sorted inside each partition (no sampling pass, every core
+    packs). Returns (rows, the cached first pass).
+    """
     spark_schema = schemas.spark(SHARD_SCHEMA)
-    ordered = docs.select("split", "source", "shuffle_key", "input_ids").orderBy("split", "source", "shuffle_key")
+    ordered = (docs.select("split", "source", "shuffle_key", "input_ids")
+               .repartition("shuffle_key").sortWithinPartitions("split", "source", "shuffle_key")
+               .select("split", "source", "input_ids"))
     packed = ordered.mapInArrow(_packer(config.seq_len), spark_schema).persist()
     tails = (packed.filter("partial").coalesce(1)
              .sortWithinPartitions("split", "source", "n_tokens", "input_ids")
@@ -55,23 +56,20 @@ def pack(docs, config: TokenizeConfig):
 
 
 def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: dict, batch_rows: int = 256) -> dict:
-    """Tokenizes documents (`id`, `text`, optional `source`), packs and writes shards; returns the stats."""
-    from pyspark import StorageLevel
+    """Tokenizes documents (`id`, `text`, optional `source`), packs and writes shards; returns the stats.
 
+    Documents are counted from the shards (each ends with the one <|endoftext|> it contains: text is
+    encoded with that special token disallowed), so the corpus is tokenized once.
+    """
     if "source" not in docs.columns:
         docs = docs.selectExpr("*", "'unknown' AS source")
-    judged = runner.apply(docs.select("id", "text", "source"), Tokenize(config), batch_rows)
-    judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
-    counts = {r["drop_reason"]: r["count"] for r in judged.groupBy("drop_reason").count().collect()}
-    stats = {"stage": "tokenize", "docs_in": sum(counts.values()), "kept": counts.get(None, 0),
-             "rejected": sum(v for k, v in counts.items() if k), "by_reason": {k: v for k, v in counts.items() if k}}
-    manifest = write_shards(judged.filter("drop_reason IS NULL"), output, config, run_config, stats)
-    judged.unpersist()
-    return {**stats, "manifest": manifest}
+    columns = ["id", "text", "source", *(["orig_id"] if "orig_id" in docs.columns else [])]
+    judged = runner.apply(docs.select(*columns), Tokenize(config), batch_rows)
+    return write_shards(judged.filter("drop_reason IS NULL"), output, config, run_config, docs.count())
 
 
-def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dict, stats: dict) -> dict:
-    """Packs and writes shards with `manifest.json` and `_stats.json`; returns the manifest."""
+def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dict, docs_in: int) -> dict:
+    """Packs and writes shards with `manifest.json` and `_stats.json`; returns the stats (with the manifest)."""
     spark, started = tokenized.sparkSession, time.time()
     rows, cached = pack(tokenized, config)
     width = config.seq_len + 1
@@ -82,11 +80,15 @@ def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dic
         manifest = _manifest(spark, tmp, config)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)
+        kept = sum(s["documents"] for s in manifest["splits"].values())
         totals = {f"{k}_{n}": v[n] for k, v in manifest["splits"].items() for n in ("rows", "tokens")}
-        io.write_json(spark, f"{tmp}/_stats.json", {**stats, **totals, "seconds": manifest["seconds"]})
+        stats = {"stage": "tokenize", "docs_in": docs_in, "kept": kept, "rejected": docs_in - kept,
+                 "by_reason": {"empty": docs_in - kept} if docs_in > kept else {}, **totals,
+                 "seconds": manifest["seconds"]}
+        io.write_json(spark, f"{tmp}/_stats.json", stats)
         io.write_json(spark, f"{tmp}/_config.json", {"stage": "tokenize", "output": io.absolute(output), **run_config})
     cached.unpersist()
-    return manifest
+    return {**stats, "manifest": manifest}
 
 
 def _manifest(spark, tmp: str, config: TokenizeConfig) -> dict:
@@ -94,17 +96,18 @@ def _manifest(spark, tmp: str, config: TokenizeConfig) -> dict:
     from pyspark.sql import functions as F
 
     tokenizer = QwenTokenizer(config.tokenizer or None)
+    eos = F.size(F.filter("input_ids", lambda x: x == F.lit(tokenizer.eos_id)))
+    shards = spark.read.parquet(f"{tmp}/train", f"{tmp}/valid")
+    groups = shards.groupBy("split", "source").agg(F.count("*").alias("rows"), F.sum("n_tokens").alias("tokens"),
+                                                   F.sum(eos).alias("documents")).collect()
     splits = {}
     for split in ("train", "valid"):
-        df = spark.read.parquet(f"{tmp}/{split}")
-        by_source = df.groupBy("source").agg(F.count("*").alias("rows"), F.sum("n_tokens").alias("tokens"),
-                                             F.sum(F.size("doc_starts")).alias("segments")).collect()
-        rows = sum(r["rows"] for r in by_source)
-        tokens = sum(r["tokens"] or 0 for r in by_source)
+        mine = sorted((g for g in groups if g["split"] == split), key=lambda g: str(g["source"]))
+        rows, tokens = sum(g["rows"] for g in mine), sum(g["tokens"] for g in mine)
         splits[split] = {
-            "rows": rows, "tokens": tokens,
+            "rows": rows, "tokens": tokens, "documents": sum(g["documents"] for g in mine),
             "packing_efficiency": round(tokens / (rows * (config.seq_len + 1)), 6) if rows else None,
-            "tokens_per_source": {r["source"]: r["tokens"] for r in sorted(by_source, key=lambda r: str(r["source"]))},
+            "tokens_per_source": {g["source"]: g["tokens"] for g in mine},
             "files": len(io.HadoopFS(spark).files(f"{tmp}/{split}", "*.parquet")),
         }
     return {"schema_version": SCHEMA_VERSION, "tokenizer": {"name": "qwen", "sha256": tokenizer.checksum(),

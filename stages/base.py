@@ -78,6 +78,35 @@ class Filter(Stage):
             yield reject(doc, *_reason(self.keep(doc), self.name))
 
 
+class Identity(Filter):
+    """Keeps every document: turns any table into a stage folder (see `pipeline.io.write_docs`)."""
+
+    name = "identity"
+
+    def keep(self, doc: Doc) -> Verdict:
+        return True
+
+
+class BatchStage(Stage):
+    """A stage vectorised over Arrow batches: `process_batch` returns the batch with its new columns
+    (the verdict columns included). The runner calls it directly; `process` goes through it, so the
+    list path gives the same rows."""
+
+    def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        raise NotImplementedError
+
+    def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
+        docs = list(docs)
+        if docs:
+            yield from self.process_batch(pa.RecordBatch.from_pylist(docs)).to_pylist()
+
+    def with_columns(self, batch: pa.RecordBatch, added: dict[str, pa.Array]) -> pa.RecordBatch:
+        """`batch` shaped to `output_schema`: dropped columns removed, `added` ones set."""
+        schema = self.output_schema(batch.schema)
+        columns = [added[f.name] if f.name in added else batch.column(f.name) for f in schema]
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
 def reject(doc: Doc, reason: str | None, detail: str | None = None) -> Doc:
     """Returns `doc` with its verdict set (reason None keeps it)."""
     return {**doc, "drop_reason": reason, "drop_detail": detail}

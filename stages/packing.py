@@ -6,25 +6,27 @@ is text, not the special token), each followed by <|endoftext|>, and concatenate
 the row where a document (or the continuation of one cut by the previous row) begins, so training
 can restart positions and mask attention per document. Rows never mix sources or splits.
 
-The packer consumes segments `(tokens, starts)`: a document is one segment with starts [0]; a partial
-row left at the end of a Spark partition is a segment with its own starts, re-packed once more with
-the other partitions' tails, so at most one short row per (split, source) remains.
+Both steps work on whole Arrow batches with numpy (no Python loop over tokens): `Tokenize` is a
+batch stage, and `pack_batches` streams the token values of a sorted partition through a buffer,
+cutting rows of `seq_len + 1` and locating document starts with `searchsorted`. Its input rows are
+documents (`input_ids`, one document each) or partial rows (`input_ids` + `doc_starts`): the short row
+each Spark partition leaves per (split, source) is re-packed once more with the other partitions'
+tails, so at most one short row per (split, source) remains.
 
-    packer = Packer(seq_len=8)
-    rows = list(packer.pack([([1, 2, 3], [0]), ([4, 5, 6, 7, 8, 9, 10], [0])]))
+    batches = pack_batches([record_batch_sorted_by_split_and_source], seq_len=2048)
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, reject
-from stages.tokenizer import ENDOFTEXT_ID, QwenTokenizer
+from stages.base import BatchStage
+from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
 
 SHARD_SCHEMA = pa.schema([
     pa.field("split", pa.string()),
@@ -44,10 +46,13 @@ class TokenizeConfig:
     tokenizer: str = ""  # ranks file; empty: $QWEN_TIKTOKEN or assets/qwen.tiktoken
     row_group_rows: int = 512  # rows per Parquet row group (several per file)
     file_rows: int = 8192  # rows per shard file at most
+    chatml_sources: tuple[str, ...] = ("instruct",)  # sources whose ChatML markers are special tokens
 
 
-class Tokenize(Mapper):
-    """Adds `input_ids` (document tokens + <|endoftext|>), `split` and `shuffle_key`; drops `text`."""
+class Tokenize(BatchStage):
+    """Adds `input_ids` (document tokens + <|endoftext|>), `n_tokens`, `split` and `shuffle_key`; drops
+    `text`. Documents with no tokens are rejected as `empty`. Web text is encoded literally; documents of
+    `chatml_sources` (instruction data mixed into pretraining) keep <|im_start|> / <|im_end|> special."""
 
     name = "tokenize"
     adds = (pa.field("input_ids", pa.list_(pa.int32())), pa.field("n_tokens", pa.int32()),
@@ -58,60 +63,125 @@ class Tokenize(Mapper):
         self.config = config
         self.tokenizer = QwenTokenizer(config.tokenizer or None)
 
-    def map(self, doc: Doc) -> Doc:
-        out = {k: v for k, v in doc.items() if k != "text"}
-        ids = self.tokenizer.encoding.encode_ordinary(doc["text"] or "")
-        if not ids:
-            return reject({**out, "input_ids": None, "n_tokens": 0}, "empty", "no tokens")
-        key = hashlib.sha1(f"{self.config.seed}\0{doc['id']}".encode()).hexdigest()
-        split = "valid" if int(key[:8], 16) < self.config.valid_fraction * 0x1_0000_0000 else "train"
-        ids.append(ENDOFTEXT_ID)
-        return reject({**out, "input_ids": ids, "n_tokens": len(ids), "split": split, "shuffle_key": key}, None)
+    def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * batch.num_rows
+        ids = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
+        lengths = np.array([len(x) + 1 if x else 0 for x in ids], dtype=np.int32)
+        values = np.empty(int(lengths.sum()), dtype=np.int32)
+        ends = np.cumsum(lengths)
+        for doc, end, n in zip(ids, ends, lengths):
+            if n:
+                values[end - n:end - 1] = doc
+        values[ends[lengths > 0] - 1] = ENDOFTEXT_ID
+        offsets = pa.array(np.concatenate([[0], ends]).astype(np.int32), pa.int32())
+        empty = lengths == 0
+        keys = [self.key(i) for i in batch.column("id").to_pylist()]
+        originals = batch.column("orig_id").to_pylist() if "orig_id" in batch.schema.names else [None] * len(keys)
+        split = [self.split(self.key(o) if o else k) for o, k in zip(originals, keys)]
+        added = {
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values), mask=pa.array(empty)),
+            "n_tokens": pa.array(lengths, pa.int32()),
+            "split": pa.array(split, pa.string()), "shuffle_key": pa.array(keys, pa.string()),
+            "drop_reason": pa.array(np.where(empty, "empty", None).tolist(), pa.string()),
+            "drop_detail": pa.array(np.where(empty, "no tokens", None).tolist(), pa.string()),
+        }
+        return self.with_columns(batch, added)
+
+    def encode(self, text: str, source: str | None) -> list[int]:
+        """Web text literally; ChatML documents (the recipe's `chatml_sources`) with their special tokens."""
+        if source in self.config.chatml_sources:
+            return self.tokenizer.encode(text, allowed_special={IM_START, IM_END})
+        return self.tokenizer.encoding.encode_ordinary(text)
+
+    def key(self, doc_id: str) -> str:
+        return hashlib.sha1(f"{self.config.seed}\0{doc_id}".encode()).hexdigest()
+
+    def split(self, key: str) -> str:
+        """train or valid by the hash; upsampled copies use their original's (`orig_id`), so a document
+        and its copies never straddle the split."""
+        return "valid" if int(key[:8], 16) < self.config.valid_fraction * 0x1_0000_0000 else "train"
 
 
-class Packer:
-    """Greedy packing of segments into rows of `seq_len + 1` tokens (see the module docstring)."""
+class StreamPacker:
+    """Packs a stream of token segments of one (split, source) group into rows of `width` tokens."""
 
-    def __init__(self, seq_len: int):
-        self.width = seq_len + 1
+    def __init__(self, width: int):
+        self.width = width
+        self.tokens = np.empty(0, np.int32)
+        self.starts = np.empty(0, np.int64)  # document starts inside `tokens`
 
-    def pack(self, segments: Iterable[tuple[list[int], list[int]]]) -> Iterator[dict]:
-        tokens, starts = [], []
-        for seg_tokens, seg_starts in segments:
-            pos = 0
-            while pos < len(seg_tokens):
-                if pos in seg_starts or not tokens:
-                    starts.append(len(tokens))
-                take = min(self._next_cut(seg_starts, pos, len(seg_tokens)), self.width - len(tokens))
-                tokens += seg_tokens[pos:pos + take]
-                pos += take
-                if len(tokens) == self.width:
-                    yield self._row(tokens, starts, partial=False)
-                    tokens, starts = [], []
-        if tokens:
-            yield self._row(tokens, starts, partial=True)
+    def feed(self, values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Appends tokens (with their document starts) and returns the full rows that are ready."""
+        starts = np.concatenate([self.starts, starts + len(self.tokens)])
+        tokens = np.concatenate([self.tokens, values])
+        full = len(tokens) // self.width * self.width
+        rows, row_starts = tokens[:full].reshape(-1, self.width), self._row_starts(starts, full)
+        self.tokens, self.starts = tokens[full:], starts[starts >= full] - full
+        return rows, row_starts
 
-    @staticmethod
-    def _next_cut(starts: list[int], pos: int, end: int) -> int:
-        """Tokens from `pos` to the next document start inside the segment (or its end)."""
-        return min([s for s in starts if s > pos] + [end]) - pos
+    def flush(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The short last row, if any (as a list of one row)."""
+        if not len(self.tokens):
+            return np.empty((0, self.width), np.int32), []
+        row, starts = self.tokens, self._row_starts(self.starts, len(self.tokens), len(self.tokens))
+        self.tokens, self.starts = np.empty(0, np.int32), np.empty(0, np.int64)
+        return row, starts
 
-    @staticmethod
-    def _row(tokens: list[int], starts: list[int], partial: bool) -> dict:
-        return {"input_ids": tokens, "doc_starts": sorted(set(starts)), "n_tokens": len(tokens), "partial": partial}
-
-
-def pack_groups(rows: Iterable[Doc], seq_len: int) -> Iterator[Doc]:
-    """Packs rows sorted by (split, source): documents (`input_ids`) or partial rows (+ `doc_starts`).
-
-    Streams: memory is one row of tokens, whatever the size of the partition.
-    """
-    packer = Packer(seq_len)
-    for group, members in itertools.groupby(rows, key=lambda r: (r["split"], r["source"])):
-        segments = ((r["input_ids"], r.get("doc_starts") or [0]) for r in members)
-        yield from _label(packer.pack(segments), group)
+    def _row_starts(self, starts: np.ndarray, end: int, width: int | None = None) -> list[np.ndarray]:
+        """Per row of `width` up to `end`: the document starts inside it, always beginning with 0."""
+        width = width or self.width
+        bounds = np.arange(0, end + 1, width)
+        cuts = np.searchsorted(starts, bounds)
+        out = []
+        for k in range(len(bounds) - 1):
+            inside = starts[cuts[k]:cuts[k + 1]] - bounds[k]
+            out.append(inside if len(inside) and inside[0] == 0 else np.concatenate([[0], inside]))
+        return out
 
 
-def _label(rows: Iterator[dict], group: tuple[str, str]) -> Iterator[dict]:
-    for row in rows:
-        yield {"split": group[0], "source": group[1], **row}
+def pack_batches(batches: Iterable[pa.RecordBatch], seq_len: int) -> Iterator[pa.RecordBatch]:
+    """Packs batches sorted by (split, source): documents, or partial rows that carry `doc_starts`."""
+    packer, group = StreamPacker(seq_len + 1), None
+    for batch in batches:
+        for key, sub in _runs(batch):
+            if key != group and group is not None:
+                yield _shard_batch(group, *packer.flush(), partial=True)
+            group = key
+            yield _shard_batch(group, *packer.feed(*_segments(sub)), partial=False)
+    if group is not None:
+        yield _shard_batch(group, *packer.flush(), partial=True)
+
+
+def _runs(batch: pa.RecordBatch) -> Iterator[tuple[tuple[str, str], pa.RecordBatch]]:
+    """Contiguous runs of equal (split, source) in a sorted batch."""
+    keys = list(zip(batch.column("split").to_pylist(), batch.column("source").to_pylist()))
+    begin = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[begin]:
+            yield keys[begin], batch.slice(begin, i - begin)
+            begin = i
+
+
+def _segments(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The flat token values of a batch and the absolute document starts in them."""
+    ids = batch.column("input_ids")
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    values = ids.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32)
+    offsets = offsets - offsets[0]
+    if "doc_starts" not in batch.schema.names:
+        return values, offsets[:-1]
+    starts = batch.column("doc_starts").to_pylist()
+    return values, np.concatenate([np.asarray(s, np.int64) + o for s, o in zip(starts, offsets[:-1])] or [[]]).astype(np.int64)
+
+
+def _shard_batch(group: tuple[str, str], rows: np.ndarray, starts: list[np.ndarray], partial: bool) -> pa.RecordBatch:
+    rows = rows.reshape(len(starts), -1) if len(starts) else rows.reshape(0, 0)
+    n = len(starts)
+    width = rows.shape[1] if n else 0
+    ids = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width), pa.array(rows.ravel(), pa.int32()))
+    start_offsets = np.concatenate([[0], np.cumsum([len(s) for s in starts])]).astype(np.int32)
+    flat_starts = np.concatenate(starts).astype(np.int32) if n else np.empty(0, np.int32)
+    return pa.RecordBatch.from_arrays([
+        pa.array([group[0]] * n, pa.string()), pa.array([group[1]] * n, pa.string()), ids,
+        pa.ListArray.from_arrays(pa.array(start_offsets), pa.array(flat_starts, pa.int32())),
+        pa.array([width] * n, pa.int32()), pa.array([partial] * n, pa.bool_())], schema=SHARD_SCHEMA)

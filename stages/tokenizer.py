@@ -73,9 +73,6 @@ class QwenTokenizer:
     def encode(self, text: str, allowed_special: str | set = "all") -> list[int]:
         return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
 
-    def encode_batch(self, texts: list[str], allowed_special: str | set = "all") -> list[list[int]]:
-        return self.encoding.encode_batch(texts, allowed_special=allowed_special, disallowed_special=())
-
     def decode(self, ids: list[int]) -> str:
         return self.encoding.decode(ids)
 

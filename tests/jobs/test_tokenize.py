@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bench.data import article_pages
 from jobs import tokenize
-from pipeline import io, runner, schemas
-from stages.base import Filter
+from pipeline import io
 from stages.tokenizer import QwenTokenizer
 
 pytestmark = pytest.mark.spark
-
-
-class KeepAll(Filter):
-    def keep(self, doc):
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +20,7 @@ def docs_stage(spark, tmp_path_factory, shared_data):
     """The benchmark's gold article bodies as a finished stage folder with two sources."""
     out = tmp_path_factory.mktemp("tok") / "docs"
     rows = [(name, gold, "news" if i % 3 else "blogs") for i, (name, _, _, gold) in enumerate(article_pages(shared_data))]
-    schema = pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string()), pa.field("source", pa.string())])
-    df = spark.createDataFrame(rows, schemas.spark(schema))
-    io.write_split(runner.apply(df, KeepAll()), str(out), stage="docs", config={})
+    io.write_docs(spark, rows, str(out))
     return out, rows
 
 

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from stages.packing import Packer, Tokenize, TokenizeConfig, pack_groups
+import pyarrow as pa
+
+from stages.packing import Tokenize, TokenizeConfig, pack_batches
 from stages.tokenizer import ENDOFTEXT_ID, IM_END_ID, IM_START_ID, QwenTokenizer
 
 
@@ -30,50 +32,85 @@ def test_specials_and_round_trip_on_benchmark_gold_text(tok, shared_data):
     assert all(tok.decode(tok.encode(t)) == t for t in texts)
 
 
-def test_web_text_never_yields_special_tokens():
-    row = Tokenize().map({"id": "a", "text": "spam <|endoftext|> here", "source": "web"})
-    assert row["input_ids"].count(ENDOFTEXT_ID) == 1 and row["input_ids"][-1] == ENDOFTEXT_ID
+def reference_pack(segments, width):
+    """Packing written plainly from the definition: a stream of (tokens, starts) cut into rows."""
+    stream, starts = [], set()
+    for tokens, seg_starts in segments:
+        starts |= {len(stream) + s for s in seg_starts}
+        stream += tokens
+    rows = []
+    for k in range(0, len(stream), width):
+        row = stream[k:k + width]
+        rows.append((row, sorted({0} | {s - k for s in starts if k <= s < k + width}), len(row) < width))
+    return rows
 
 
-def test_packer_hand_computed():
-    rows = list(Packer(seq_len=3).pack([([1, 2, 3], [0]), ([4, 5, 6, 7, 8], [0]), ([9], [0])]))
-    assert [r["input_ids"] for r in rows] == [[1, 2, 3, 4], [5, 6, 7, 8], [9]]
-    assert [r["doc_starts"] for r in rows] == [[0, 3], [0], [0]]
-    assert [r["partial"] for r in rows] == [False, False, True]
+def as_rows(batches):
+    return [(r["input_ids"], r["doc_starts"], r["partial"]) for b in batches for r in b.to_pylist()]
+
+
+def doc_batch(docs, split="train", source="web"):
+    return pa.RecordBatch.from_pylist(
+        [{"split": split, "source": source, "input_ids": d} for d in docs],
+        schema=pa.schema([("split", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(pa.int32()))]))
+
+
+def test_packing_hand_computed():
+    rows = as_rows(pack_batches([doc_batch([[1, 2, 3], [4, 5, 6, 7, 8], [9]])], seq_len=3))
+    assert rows == [([1, 2, 3, 4], [0, 3], False), ([5, 6, 7, 8], [0], False), ([9], [0], True)]
+
+
+def test_packing_equals_the_reference_across_batches():
+    rng = random.Random(0)
+    docs = [[rng.randrange(1000) for _ in range(rng.randrange(1, 40))] for _ in range(60)]
+    batches = [doc_batch(docs[i:i + 7]) for i in range(0, 60, 7)]
+    assert as_rows(pack_batches(batches, seq_len=16)) == reference_pack([(d, [0]) for d in docs], 17)
 
 
 def test_repacking_partial_rows_keeps_their_boundaries():
-    first = list(Packer(seq_len=5).pack([([1, 2], [0]), ([3], [0])]))  # one partial row [1,2,3], starts [0,2]
-    second = list(Packer(seq_len=5).pack([([7, 8, 9, 10], [0])]))      # partial [7,8,9,10]
-    segments = [(r["input_ids"], r["doc_starts"]) for r in first + second]
-    rows = list(Packer(seq_len=5).pack(segments))
-    assert rows[0]["input_ids"] == [1, 2, 3, 7, 8, 9] and rows[0]["doc_starts"] == [0, 2, 3]
-    assert rows[1] == {"input_ids": [10], "doc_starts": [0], "n_tokens": 1, "partial": True}
+    tails = pa.RecordBatch.from_pylist(
+        [{"split": "train", "source": "web", "input_ids": [1, 2, 3], "doc_starts": [0, 2]},
+         {"split": "train", "source": "web", "input_ids": [7, 8, 9, 10], "doc_starts": [0]}],
+        schema=pa.schema([("split", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(pa.int32())),
+                          ("doc_starts", pa.list_(pa.int32()))]))
+    rows = as_rows(pack_batches([tails], seq_len=5))
+    assert rows == [([1, 2, 3, 7, 8, 9], [0, 2, 3], False), ([10], [0], True)]
 
 
-def test_documents_are_recoverable_and_groups_never_mix():
-    rng = random.Random(0)
-    docs = [{"split": s, "source": src, "input_ids": [rng.randrange(1000) for _ in range(rng.randrange(1, 40))]}
-            for s in ("train", "valid") for src in ("a", "b") for _ in range(30)]
-    rows = list(pack_groups(docs, seq_len=16))
-    for key in {(d["split"], d["source"]) for d in docs}:
-        group = [r for r in rows if (r["split"], r["source"]) == key]
-        assert sum(r["partial"] for r in group) <= 1 and all(len(r["input_ids"]) == 17 for r in group if not r["partial"])
-        stream = [t for r in group for t in r["input_ids"]]
-        expected = [t for d in docs if (d["split"], d["source"]) == key for t in d["input_ids"]]
-        assert stream == expected
-        starts = sorted({i * 17 + s for i, r in enumerate(group) for s in r["doc_starts"]})
-        doc_offsets, pos = set(), 0
-        for d in (d for d in docs if (d["split"], d["source"]) == key):
-            doc_offsets.add(pos)
-            pos += len(d["input_ids"])
-        assert doc_offsets <= set(starts)  # every document start is marked
-        assert set(starts) - doc_offsets <= {i * 17 for i in range(len(group))}  # others are row starts
+def test_groups_never_mix_and_each_ends_with_at_most_one_short_row():
+    rng = random.Random(1)
+    groups = [(s, src) for s in ("train", "valid") for src in ("a", "b")]
+    docs = {g: [[rng.randrange(1000) for _ in range(rng.randrange(1, 40))] for _ in range(30)] for g in groups}
+    batches = [doc_batch(docs[g][i:i + 9], *g) for g in groups for i in range(0, 30, 9)]
+    out = [r for b in pack_batches(batches, seq_len=16) for r in b.to_pylist()]
+    for g in groups:
+        mine = [(r["input_ids"], r["doc_starts"], r["partial"]) for r in out if (r["split"], r["source"]) == g]
+        assert mine == reference_pack([(d, [0]) for d in docs[g]], 17)
+
+
+def test_tokenize_batch_matches_per_document_encoding(tok):
+    texts = ["Hello world", "", "Numbers: 12345", "spam <|endoftext|> here"]
+    rows = Tokenize().run([{"id": str(i), "text": t, "source": "w"} for i, t in enumerate(texts)])
+    for text, row in zip(texts, rows):
+        expected = tok.encoding.encode_ordinary(text) + [ENDOFTEXT_ID] if text else None
+        assert row["input_ids"] == expected and row["n_tokens"] == (len(expected) if expected else 0)
+        assert row["drop_reason"] == (None if text else "empty") and "text" not in row
 
 
 def test_split_is_a_stable_hash_of_id_and_seed():
     config = TokenizeConfig(valid_fraction=0.2)
-    splits = [Tokenize(config).map({"id": str(i), "text": "x", "source": "w"})["split"] for i in range(2000)]
+    docs = [{"id": str(i), "text": "x", "source": "w"} for i in range(2000)]
+    splits = [r["split"] for r in Tokenize(config).run(docs)]
     assert 0.16 < splits.count("valid") / 2000 < 0.24
-    assert splits == [Tokenize(config).map({"id": str(i), "text": "x", "source": "w"})["split"] for i in range(2000)]
-    assert Tokenize().map({"id": "e", "text": "", "source": "w"})["drop_reason"] == "empty"
+    assert splits == [r["split"] for r in Tokenize(config).run(docs)]
+
+
+def test_chatml_sources_keep_their_markers_and_copies_follow_their_original(tok):
+    chat = "<|im_start|>user\nhi<|im_end|>\n"
+    rows = Tokenize().run([{"id": "a", "text": chat, "source": "instruct"}, {"id": "b", "text": chat, "source": "web"}])
+    assert rows[0]["input_ids"][:-1] == tok.encode(chat) and IM_START_ID in rows[0]["input_ids"]
+    assert IM_START_ID not in rows[1]["input_ids"]
+    config = TokenizeConfig(valid_fraction=0.5)
+    copies = [{"id": f"{i}#{k}", "orig_id": str(i), "text": "x", "source": "w"} for i in range(50) for k in range(3)]
+    splits = [r["split"] for r in Tokenize(config).run(copies)]
+    assert all(len(set(splits[i:i + 3])) == 1 for i in range(0, 150, 3)) and len(set(splits)) == 2
