@@ -37,7 +37,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo report ingest extract langid dedup decontam upsample mix tokenize bench chat export-hf import-hf clean help
+.PHONY: setup test demo report kenlm ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup.sh
 	@touch $@
 
-test: setup
+test: setup kenlm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -66,8 +66,26 @@ extract: setup
 langid: setup
 	$(call JOB,langid) --input $(ROOT)/extract --output $(ROOT)/langid
 
+quality: setup
+	$(call JOB,quality) --input $(ROOT)/langid --output $(ROOT)/quality
+
+kenlm:
+	bash tools/build_kenlm.sh
+
+train-kenlm: setup kenlm
+	$(call JOB,train_kenlm) --output $(ROOT)/kenlm
+
+perplexity: setup
+	$(call JOB,perplexity) --input $(ROOT)/quality --output $(ROOT)/perplexity
+
+train-quality: setup
+	$(call JOB,train_quality) --output $(ROOT)/train-quality
+
+train-lid: setup
+	$(call JOB,train_lid) --output $(ROOT)/train-lid
+
 dedup: setup
-	$(call JOB,dedup) --input $(ROOT)/langid --output $(ROOT)/dedup
+	$(call JOB,dedup) --input $(ROOT)/quality --output $(ROOT)/dedup
 
 decontam: setup
 	$(call JOB,decontam) --input $(ROOT)/dedup --output $(ROOT)/decontam

@@ -9,7 +9,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "dedup": "bench.bench_dedup",
+BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "quality": "bench.bench_quality", "dedup": "bench.bench_dedup",
               "decontam": "bench.bench_decontam", "tokenize": "bench.bench_tokenize",
               "model": "bench.bench_model"}
 

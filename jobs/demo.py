@@ -2,11 +2,11 @@
 
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
-Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid -> dedup
--> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference shards) -> tokenize (packed
-shards in `<root>/shards`). Each stage
-runs through its job's `main`, in one Spark session, and writes `<root>/<stage>/`. At the end a
-table of the stages is printed with where the output is, and `<root>/report.html` is written.
+Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid ->
+quality -> dedup -> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference shards)
+-> tokenize (packed shards in `<root>/shards`). Each stage runs through its job's `main`, in one Spark
+session, and writes `<root>/<stage>/`. At the end a table of the stages is printed with where the
+output is, and `<root>/report.html` is written.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from jobs import decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, report, tokenize, upsample
+from jobs import (decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, quality, report, tokenize,
+                  upsample)
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["ingest"] = ingest.main(stage_argv(args, [str(warc)], str(root / "ingest")))
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
         results["langid"] = langid.main(stage_argv(args, [str(root / "extract")], str(root / "langid")))
-        results["dedup"] = dedup.main(stage_argv(args, [str(root / "langid")], str(root / "dedup")))
+        results["quality"] = quality.main(stage_argv(args, [str(root / "langid")], str(root / "quality")))
+        results["dedup"] = dedup.main(stage_argv(args, [str(root / "quality")], str(root / "dedup")))
         results["decontam"] = decontam.main(stage_argv(args, [str(root / "dedup")], str(root / "decontam"))
                                             + benchmark_sets(SHARED_DATA))
         results["upsample"] = upsample.main(stage_argv(args, [str(root / "decontam")], str(root / "upsample")))

@@ -25,6 +25,9 @@ from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
 from stages.mixture import MixtureConfig
 from stages.packing import TokenizeConfig
+from stages.perplexity import PerplexityConfig, TrainKenlmConfig
+from stages.quality import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from stages.quality_model import QualityConfig, TrainLidConfig, TrainQualityConfig
 from stages.recipe import ConfigError, apply_override, build, read_toml
 from stages.warc import IngestConfig
 
@@ -33,6 +36,15 @@ SECTIONS: dict[str, type] = {
     "ingest": IngestConfig,
     "extract": ExtractConfig,
     "langid": LanguageConfig,
+    "quality": QualityConfig,
+    "gopher_quality": GopherQualityConfig,
+    "gopher_repetition": GopherRepetitionConfig,
+    "c4_quality": C4Config,
+    "fineweb_quality": FineWebConfig,
+    "train_quality": TrainQualityConfig,
+    "perplexity": PerplexityConfig,
+    "train_kenlm": TrainKenlmConfig,
+    "train_lid": TrainLidConfig,
     "dedup": DedupConfig,
     "decontam": DecontamConfig,
     "upsample": MixtureConfig,

@@ -18,7 +18,6 @@ so ``training/hf.py`` is a literal key map.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch

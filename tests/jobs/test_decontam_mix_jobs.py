@@ -6,16 +6,13 @@ import csv
 import gzip
 import json
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bench.data import article_pages
-from pipeline import io, runner, schemas
-from stages.base import Filter
+from pipeline import io
 from stages.chatml import EncodeChat, EncodePreference, MixConfig, ParseInstructions
 from stages.decontam import DecontamConfig, Decontaminate, build_index
-from stages.mixture import MixtureConfig
 from stages.tokenizer import QwenTokenizer
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from qwen_testlib import hf_dense_config, perturb_, random_hf_model
+from qwen_testlib import hf_dense_config, random_hf_model
 from training.flavors import FLAVORS
 from training.generate import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate
 from training.hf import from_pretrained
