@@ -37,7 +37,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo report kenlm ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize bench chat export-hf import-hf clean help
+.PHONY: setup test demo report kenlm ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -98,6 +98,9 @@ mix: setup
 
 tokenize: setup
 	$(call JOB,tokenize) --input $(TOKENIZE_INPUT) --output $(ROOT)/shards
+
+train-tokenizer: setup
+	$(call JOB,train_tokenizer) --input $(ROOT)/dedup --output $(ROOT)/tokenizer
 
 chat: setup
 	$(PY) -m training.chat --checkpoint $(CKPT)

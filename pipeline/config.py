@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spark import SparkConfig
+from stages.bpe import TrainTokenizerConfig
 from stages.chatml import MixConfig
 from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
@@ -50,6 +51,7 @@ SECTIONS: dict[str, type] = {
     "upsample": MixtureConfig,
     "mix": MixConfig,
     "tokenize": TokenizeConfig,
+    "train_tokenizer": TrainTokenizerConfig,
 }
 
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"

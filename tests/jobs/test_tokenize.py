@@ -59,3 +59,17 @@ def test_rerun_is_identical(spark, docs_stage, tmp_path):
     run(docs, tmp_path / "b")
     read = lambda p: sorted(map(tuple, spark.read.parquet(str(p / "train")).selectExpr("input_ids", "doc_starts").collect()))
     assert read(tmp_path / "a") == read(tmp_path / "b")
+
+
+def test_train_tokenizer_job(spark, docs_stage, tmp_path):
+    from tokenizers import Tokenizer
+
+    from jobs import train_tokenizer
+
+    docs, rows = docs_stage
+    report = train_tokenizer.main(["--input", str(docs), "--output", str(tmp_path / "bpe"),
+                                   "--set", "train_tokenizer.vocab_size=1000", "--set", "train_tokenizer.held_out=0.1"])
+    assert report["train_docs"] + report["held_out_docs"] == len(rows) and report["held_out_docs"] > 5
+    tok = Tokenizer.from_file(str(tmp_path / "bpe" / "tokenizer.json"))
+    assert tok.get_vocab_size() == 1000 and tok.decode(tok.encode(rows[0][1]).ids) == rows[0][1]
+    assert 2.0 < report["bytes_per_token"] < report["qwen_bytes_per_token"]  # 1,000 merges compress less than Qwen's
