@@ -20,6 +20,7 @@ SET ?=
 MASTER ?=
 SPARK_ARGS ?=
 INPUT ?= $(ROOT)/input
+SEEDS ?= seeds.txt
 INSTRUCTIONS ?= ../shared/data/self-instruct/seed_tasks.jsonl ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz
 TOKENIZE_INPUT ?= $(ROOT)/mix/pretrain
 PYTEST_ARGS ?=
@@ -37,7 +38,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo report kenlm ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer bench chat export-hf import-hf clean help
+.PHONY: setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -56,6 +57,9 @@ demo: setup
 
 report: setup
 	$(PY) -m jobs.report --root $(ROOT)
+
+crawl: setup
+	$(PY) -m jobs.crawl --seeds $(SEEDS) --output $(ROOT)/crawl $(if $(MASTER),--master '$(MASTER)') $(COMMON)
 
 ingest: setup
 	$(call JOB,ingest) --input $(INPUT) --output $(ROOT)/ingest

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 
 BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "quality": "bench.bench_quality", "dedup": "bench.bench_dedup",
-              "decontam": "bench.bench_decontam", "tokenize": "bench.bench_tokenize",
+              "decontam": "bench.bench_decontam", "crawl": "bench.bench_crawl", "tokenize": "bench.bench_tokenize",
               "model": "bench.bench_model"}
 
 

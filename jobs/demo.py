@@ -2,7 +2,7 @@
 
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
-Steps: pydoc pages served on 127.0.0.1 -> WARC (`jobs.demo_input`) -> ingest -> extract -> langid ->
+Steps: a crawl of the Python documentation served by pydoc on 127.0.0.1 (WARC) -> ingest -> extract -> langid ->
 quality -> dedup -> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference shards)
 -> tokenize (packed shards in `<root>/shards`). Each stage runs through its job's `main`, in one Spark
 session, and writes `<root>/<stage>/`. At the end a table of the stages is printed with where the
@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from jobs import (decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, quality, report, tokenize,
-                  upsample)
+from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, quality, report,
+                  tokenize, upsample)
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
@@ -29,13 +29,32 @@ DEMO_RECIPE = REPO / "pipeline" / "recipes" / "demo.toml"
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list[str]:
-    argv = ["--input", *inputs, "--output", output]
-    if args.recipe:
-        argv += ["--recipe", args.recipe]
+def recipe_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--recipe", args.recipe] if args.recipe else []
     for item in args.set:
         argv += ["--set", item]
     return argv
+
+
+def stage_argv(args: argparse.Namespace, inputs: list[str], output: str) -> list[str]:
+    return ["--input", *inputs, "--output", output, *recipe_argv(args)]
+
+
+def crawl_pydoc(args: argparse.Namespace, root: Path) -> dict:
+    """Crawls the Python documentation served by pydoc on 127.0.0.1 (a real site, made on this machine)."""
+    proc, base = demo_input.start_pydoc()
+    try:
+        seeds = root / "seeds.txt"
+        root.mkdir(parents=True, exist_ok=True)
+        seeds.write_text(base + "\n")
+        allowed = ", ".join(f"'{pattern}'" for pattern in demo_input.crawl_scope())
+        return crawl.main(["--seeds", str(seeds), "--output", str(root / "crawl"), "--fresh",
+                           *recipe_argv(args), "--set", "crawl.allow_private_networks=true",
+                           "--set", f"crawl.max_pages={args.pages}", "--set", "crawl.delay=0",
+                           "--set", "crawl.max_depth=2", "--set", f"crawl.allowed_paths=[{allowed}]"])
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def benchmark_sets(data: Path) -> list[str]:
@@ -59,15 +78,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--root", default="runs/demo")
     parser.add_argument("--recipe", default=str(DEMO_RECIPE))
     parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument("--pages", type=int, default=800, help="crawl page cap")
     args = parser.parse_args(argv)
     cli.setup_logging()
     root, started = Path(args.root).resolve(), time.time()
-    warc = demo_input.main(["--out", str(root / "input"), "--pages", str(args.pages)])
     recipe = Recipe.load(args.recipe, args.set)
     results = {}
     with spark_session("demo", recipe.section("spark")):
-        results["ingest"] = ingest.main(stage_argv(args, [str(warc)], str(root / "ingest")))
+        results["crawl"] = crawl_pydoc(args, root)
+        results["ingest"] = ingest.main(stage_argv(args, [str(root / "crawl" / "warc")], str(root / "ingest")))
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
         results["langid"] = langid.main(stage_argv(args, [str(root / "extract")], str(root / "langid")))
         results["quality"] = quality.main(stage_argv(args, [str(root / "langid")], str(root / "quality")))

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.spark import SparkConfig
 from stages.bpe import TrainTokenizerConfig
 from stages.chatml import MixConfig
+from stages.crawl import CrawlConfig
 from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
 from stages.extract import ExtractConfig
@@ -34,6 +35,7 @@ from stages.warc import IngestConfig
 
 SECTIONS: dict[str, type] = {
     "spark": SparkConfig,
+    "crawl": CrawlConfig,
     "ingest": IngestConfig,
     "extract": ExtractConfig,
     "langid": LanguageConfig,
