@@ -7,7 +7,8 @@
 # SET (space-separated section.key=value overrides), MASTER (Spark master URL), SPARK_ARGS
 # (extra spark-submit arguments for a cluster), INPUT (ingest input: paths, globs, manifests),
 # INSTRUCTIONS (instruction/preference JSONL for make mix), TOKENIZE_INPUT (default $(ROOT)/mix/pretrain),
-# CKPT (a model checkpoint folder), HF (a Hugging Face model folder).
+# CKPT (a model checkpoint folder), HF (a Hugging Face model folder), TRAIN_RECIPE, TRAIN_SET
+# (training recipe and overrides), NPROC (processes for torchrun).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +25,10 @@ SEEDS ?= seeds.txt
 INSTRUCTIONS ?= ../shared/data/self-instruct/seed_tasks.jsonl ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz
 TOKENIZE_INPUT ?= $(ROOT)/mix/pretrain
 PYTEST_ARGS ?=
-CKPT ?= runs/$(RUN)/checkpoint
+TRAIN_RECIPE ?= training/recipes/demo.toml
+TRAIN_SET ?=
+NPROC ?= 1
+CKPT ?= runs/$(RUN)/train/final
 HF ?= runs/$(RUN)/hf
 
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -38,7 +42,7 @@ else
 JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
 endif
 
-.PHONY: setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer bench chat export-hf import-hf clean help
+.PHONY: setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -54,6 +58,8 @@ test: setup kenlm
 
 demo: setup
 	$(PY) -m jobs.demo --root $(ROOT) --recipe $(DEMO_RECIPE) $(foreach s,$(SET),--set $(s))
+	$(PY) -m training.train --recipe training/recipes/demo.toml --data $(ROOT)/shards --out $(ROOT)/train
+	@echo "demo: pipeline output, report and trained model in $(ROOT) (report.html, train/loss.png, train/final)"
 
 report: setup
 	$(PY) -m jobs.report --root $(ROOT)
@@ -105,6 +111,11 @@ tokenize: setup
 
 train-tokenizer: setup
 	$(call JOB,train_tokenizer) --input $(ROOT)/dedup --output $(ROOT)/tokenizer
+
+TRAIN = $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) -m training.train
+
+train: setup
+	$(TRAIN) --recipe $(TRAIN_RECIPE) --data $(ROOT)/shards --out $(ROOT)/train $(foreach s,$(TRAIN_SET),--set $(s))
 
 chat: setup
 	$(PY) -m training.chat --checkpoint $(CKPT)

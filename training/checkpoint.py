@@ -4,7 +4,9 @@ the Hugging Face Qwen2 names with stacked experts) and ``model_config.json`` (a 
     from training.checkpoint import save_model, load_model
     save_model(model, "runs/ckpt/step-100"); model = load_model("runs/ckpt/step-100")
 
-The trainer saves and resumes with these; ``python -m training.hf`` converts to and from HF layout.
+``python -m training.hf`` converts to and from HF layout. The trainer's checkpoints (``save_training``,
+``load_training``, below) are such a folder plus optimizer, scheduler, RNG and data-position state, so
+``load_model`` reads them too.
 """
 from __future__ import annotations
 
@@ -120,7 +122,8 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def load_training(path: Path) -> dict:
     """The parts of a training checkpoint: model state (our names), optimizer state, RNGs, trainer state."""
     path = Path(path)
-    return {"model": load_file(str(path / WEIGHTS)), "config": ModelConfig.from_dict(json.loads((path / CONFIG).read_text())),
+    config = ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
+    return {"model": load_file(str(path / WEIGHTS)), "config": config,
             "optim": torch.load(path / "optimizer.pt", weights_only=False),
             "rng": torch.load(path / "rng.pt", weights_only=False),
             "trainer": json.loads((path / TRAINER_STATE).read_text())}
