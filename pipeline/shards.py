@@ -64,7 +64,8 @@ def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: di
     if "source" not in docs.columns:
         docs = docs.selectExpr("*", "'unknown' AS source")
     columns = ["id", "text", "source", *(["orig_id"] if "orig_id" in docs.columns else [])]
-    judged = runner.apply(docs.select(*columns), Tokenize(config), batch_rows)
+    parallelism = docs.sparkSession.sparkContext.defaultParallelism  # tokenizing costs the same per token:
+    judged = runner.apply(docs.select(*columns), Tokenize(config), batch_rows, parallelism)  # no extra shuffle
     return write_shards(judged.filter("drop_reason IS NULL"), output, config, run_config, docs.count())
 
 
@@ -96,10 +97,9 @@ def _manifest(spark, tmp: str, config: TokenizeConfig) -> dict:
     from pyspark.sql import functions as F
 
     tokenizer = QwenTokenizer(config.tokenizer or None)
-    eos = F.size(F.filter("input_ids", lambda x: x == F.lit(tokenizer.eos_id)))
     shards = spark.read.parquet(f"{tmp}/train", f"{tmp}/valid")
     groups = shards.groupBy("split", "source").agg(F.count("*").alias("rows"), F.sum("n_tokens").alias("tokens"),
-                                                   F.sum(eos).alias("documents")).collect()
+                                                   F.sum("n_docs").alias("documents")).collect()
     splits = {}
     for split in ("train", "valid"):
         mine = sorted((g for g in groups if g["split"] == split), key=lambda g: str(g["source"]))

@@ -34,6 +34,7 @@ SHARD_SCHEMA = pa.schema([
     pa.field("input_ids", pa.list_(pa.int32())),
     pa.field("doc_starts", pa.list_(pa.int32())),
     pa.field("n_tokens", pa.int32()),
+    pa.field("n_docs", pa.int32()),  # documents that end in the row (its <|endoftext|> tokens)
     pa.field("partial", pa.bool_()),
 ])
 
@@ -184,4 +185,5 @@ def _shard_batch(group: tuple[str, str], rows: np.ndarray, starts: list[np.ndarr
     return pa.RecordBatch.from_arrays([
         pa.array([group[0]] * n, pa.string()), pa.array([group[1]] * n, pa.string()), ids,
         pa.ListArray.from_arrays(pa.array(start_offsets), pa.array(flat_starts, pa.int32())),
-        pa.array([width] * n, pa.int32()), pa.array([partial] * n, pa.bool_())], schema=SHARD_SCHEMA)
+        pa.array([width] * n, pa.int32()), pa.array(np.count_nonzero(rows == ENDOFTEXT_ID, axis=1), pa.int32()),
+        pa.array([partial] * n, pa.bool_())], schema=SHARD_SCHEMA)

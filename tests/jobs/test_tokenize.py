@@ -46,7 +46,7 @@ def test_shards_hold_every_token_once(spark, docs_stage, tmp_path):
         partial = [(s, p) for s, p in zip(table.column("source").to_pylist(), table.column("partial").to_pylist()) if p]
         assert len(partial) <= 2  # at most one short row per source
         assert all(len(r) == 257 for r, p in zip(table.column("input_ids").to_pylist(), table.column("partial").to_pylist()) if not p)
-    assert got == expected and stats["docs_in"] == len(rows)
+    assert got == expected and stats["docs_in"] == stats["kept"] == len(rows)  # kept: counted from n_docs
     assert manifest["splits"]["train"]["packing_efficiency"] >= 0.995
     assert manifest["tokenizer"]["sha256"] == QwenTokenizer().checksum()
     first = sorted((tmp_path / "shards" / "train").glob("*.parquet"))[0]

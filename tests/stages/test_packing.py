@@ -58,6 +58,9 @@ def doc_batch(docs, split="train", source="web"):
 def test_packing_hand_computed():
     rows = as_rows(pack_batches([doc_batch([[1, 2, 3], [4, 5, 6, 7, 8], [9]])], seq_len=3))
     assert rows == [([1, 2, 3, 4], [0, 3], False), ([5, 6, 7, 8], [0], False), ([9], [0], True)]
+    eos = ENDOFTEXT_ID
+    packed = [r for b in pack_batches([doc_batch([[1, eos], [2, 3, eos], [4, eos]])], seq_len=3) for r in b.to_pylist()]
+    assert [r["n_docs"] for r in packed] == [1, 2] and [r["n_tokens"] for r in packed] == [4, 3]
 
 
 def test_packing_equals_the_reference_across_batches():
