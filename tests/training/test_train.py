@@ -214,3 +214,16 @@ def test_shipped_recipes_load(name):
 
     recipe = Recipe.load(RECIPES / f"{name}.toml")
     assert recipe.model.build_config() == FLAVORS[recipe.model.flavor]
+
+
+def test_activation_checkpointing_is_exact_and_the_moe_aux_loss_trains_the_router(shards, tmp_path):
+    base = ("train.steps=1", "data.shuffle=false", "model.flavor=\"debug-moe\"", "optim.grad_clip=0.0")  # no global norm coupling
+    main(recipe_args(shards, tmp_path / "plain", *base, "train.aux_loss_coef=0.0"))
+    main(recipe_args(shards, tmp_path / "ckpt", *base, "train.aux_loss_coef=0.0", "train.activation_checkpointing=true"))
+    main(recipe_args(shards, tmp_path / "aux", *base, "train.aux_loss_coef=1.0"))
+    plain, recomputed, aux = (final_weights(tmp_path / name) for name in ("plain", "ckpt", "aux"))
+    assert all(torch.allclose(plain[k], recomputed[k], atol=1e-6) for k in plain)
+    routers = [k for k in plain if k.endswith("mlp.gate.weight")]
+    assert routers and all(not torch.allclose(plain[k], aux[k]) for k in routers)  # aux loss reaches every router
+    last = f"model.layers.{len(routers) - 1}.mlp.shared_expert.down_proj.weight"  # after the last router: untouched
+    assert torch.allclose(plain[last], aux[last], atol=1e-7)
