@@ -13,11 +13,12 @@ of that bound. The issue's target is 85% for the fetch phase.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from bench.data import save_result
 
 
 class Server:
@@ -101,10 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = run(out, args.hosts, args.delay, args.pages)
-    (out / "crawl.json").write_text(json.dumps(result, indent=2))
-    (out / "crawl.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "crawl", result, markdown(result))
 
 
 if __name__ == "__main__":

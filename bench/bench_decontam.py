@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.data import article_pages, shared_data
+from bench.data import article_pages, save_result, shared_data
 from stages.decontam import DecontamConfig, Decontaminate, build_index, read_benchmark, words
 
 N = 13
@@ -148,10 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     stage = Decontaminate(DecontamConfig(), build_index(specs(data), N))
     result = {"quality": quality(data, stage, articles, args.per_bench),
               "throughput": throughput(data, out / "decontam-work", articles, args.copies)}
-    (out / "decontam.json").write_text(json.dumps(result, indent=2))
-    (out / "decontam.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "decontam", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
 
 from datasketch import MinHash
 
-from bench.data import shared_data
+from bench.data import save_result, shared_data
 from stages.dedup import DedupConfig
 from stages.minhash import jaccard, shingles, signatures
 
@@ -183,10 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     with spark_session("bench-dedup", SparkConfig()) as spark:
         result["quality"] = quality(spark, lines, out / "dedup-work")
         result["scaling"] = scaling(spark, lines, out / "dedup-work", args.scale_n)
-    (out / "dedup.json").write_text(json.dumps(result, indent=2))
-    (out / "dedup.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "dedup", result, markdown(result))
 
 
 if __name__ == "__main__":

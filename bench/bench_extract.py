@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import trafilatura
 from tqdm import tqdm
 
-from bench.data import article_pages, benchmark_warc, shared_data
+from bench.data import article_pages, benchmark_warc, save_result, shared_data
 from stages.extract import ExtractConfig, Extractor
 
 
@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = ExtractConfig()
     result = {"articles": article_quality(data, config), "snippets": snippet_quality(data, config),
               "throughput": throughput(data, out / "extract-work", args.copies)}
-    (out / "extract.json").write_text(json.dumps(result, indent=2))
-    (out / "extract.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "extract", result, markdown(result))
 
 
 if __name__ == "__main__":

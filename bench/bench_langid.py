@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from bench.data import article_pages, shared_data
+from bench.data import article_pages, save_result, shared_data
 from stages.language import LanguageId, load_model, model_path
 
 # ISO 639-3 file names of the UDHR corpus -> lid.176 labels, for 20 of the most spoken languages.
@@ -81,10 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"corpus": corpus_accuracy(data, stage), "udhr": udhr_accuracy(data, stage),
               "throughput": throughput(data, stage)}
-    (out / "langid.json").write_text(json.dumps(result, indent=2))
-    (out / "langid.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "langid", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
 from pathlib import Path
 
-from bench.data import article_pages, shared_data
+from bench.data import article_pages, save_result, shared_data
 from pipeline import runner
 from pipeline.spark import SparkConfig, spark_session
 from stages.extract import Extractor, decode_html
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                 result[name] = {**spark_rate(spark, texts, stage), "loop_docs_per_s": loops[name],
                                 "loop_vs_langid": round(loops[name] / loops["langid"], 3)}
         result["classifier"] = classifier_auc(data, Path(tmp))
-    (out / "quality.json").write_text(json.dumps(result, indent=2))
-    (out / "quality.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "quality", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ tokenizer once per executor, a cost a long job pays once (the loop's tokenizer i
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from bench.data import article_pages, shared_data
+from bench.data import article_pages, save_result, shared_data
 from stages.tokenizer import QwenTokenizer
 
 
@@ -69,10 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"docs": len(rows), "tokens": tokens, "loop_s": round(loop_s, 2), "job_s": round(job_s, 2),
               "loop_tokens_per_s": tokens / loop_s, "job_tokens_per_s": job_tokens / job_s,
               "ratio": round((job_tokens / job_s) / (tokens / loop_s), 2)}
-    (out / "tokenize.json").write_text(json.dumps(result, indent=2))
-    (out / "tokenize.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return save_result(out, "tokenize", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ def shared_data() -> Path:
     return path
 
 
+def save_result(out: Path, name: str, result: dict, markdown: str) -> dict:
+    """Writes `<out>/<name>.json` and `<out>/<name>.md` (the README's section) and prints the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+    return result
+
+
 def article_pages(data: Path, limit: int | None = None) -> list[tuple[str, str, bytes, str]]:
     """(name, url, html bytes, gold text) of the article-extraction-benchmark pages, sorted by name."""
     folder = data / "article-extraction-benchmark"

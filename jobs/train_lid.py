@@ -37,9 +37,7 @@ def read_lines(spark, paths: tuple[str, ...], config) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     from pipeline.spark import spark_session
 
-    parser = cli.stage_args("train_lid", __doc__.splitlines()[0])
-    next(a for a in parser._actions if a.dest == "input").required = False  # sources come from the recipe
-    args = parser.parse_args(argv)
+    args = cli.stage_args("train_lid", __doc__.splitlines()[0], input_required=False).parse_args(argv)  # sources: recipe
     recipe, started = cli.load(args), time.time()
     config = recipe.section("train_lid")
     with spark_session("train_lid", recipe.section("spark"), args.master) as spark:
