@@ -34,7 +34,7 @@ from pipeline.hadoop import HadoopFS, plain
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_PATTERNS = ("*.warc", "*.warc.gz", "*.arc", "*.arc.gz", "*.wet", "*.wet.gz", "*.warc.wet.gz")
+ARCHIVE_PATTERNS = ("*.warc", "*.warc.gz", "*.arc", "*.arc.gz", "*.wet", "*.wet.gz")
 MANIFEST_SUFFIXES = (".paths", ".paths.gz", ".txt", ".lst")
 
 
@@ -195,7 +195,3 @@ def absolute(path: str) -> str:
     """Local relative paths become absolute; URIs (`hdfs://`, `s3a://`) are left as they are."""
     path = plain(path.rstrip("/"))
     return path if "://" in path else os.path.abspath(path)
-
-
-def read_stats(spark, path: str) -> dict:
-    return json.loads(HadoopFS(spark).read_text(f"{path}/_stats.json"))

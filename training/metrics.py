@@ -64,10 +64,6 @@ class MetricsLog:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
 
-    def message(self, text: str) -> None:
-        if self.enabled:
-            self.bar.write(text)
-
     def close(self) -> None:
         if self.enabled:
             self.bar.close()
