@@ -3,12 +3,14 @@
     python -m jobs.crawl --seeds seeds.txt --output runs/crawl [--set crawl.max_pages=500 ...] [--fresh]
 
 Each round: the frontier (`frontier/rNNNN/`, Parquet partitioned by host group) is fetched by one
-Spark task per host group (`stages.crawl.crawl_group`, threads inside), which writes
-`warc/rNNNN-bGGGGG.warc.gz`, `links/...parquet` and `log/...parquet`; the next frontier is the new
-links minus every URL already in a frontier or fetched (the seen-set), capped per host and overall.
-Resumable: a frontier is committed with `_SUCCESS`, a task's log file is its completion marker, so
-running the same command again after a kill skips finished host groups and never writes a WARC
-record twice; `_stats.json`, `_config.json` and `_SUCCESS` are written when the crawl ends.
+Spark task per host group (`stages.crawl.crawl_group`, threads inside), which commits segments
+`warc/rNNNN-bGGGGG-sSSSS.warc.gz`, `links/...parquet` and `log/...parquet` (the log last, as the
+segment's marker) every `crawl.checkpoint_pages` pages; the next frontier is the new links minus
+every URL already in a frontier or fetched (the seen-set), capped per host and overall.
+Resumable: a frontier is committed with `_SUCCESS` and a round's pending URLs are its frontier minus
+its logged URLs, so running the same command again after a kill refetches only the pages of
+uncommitted segments and never writes a WARC record twice; `_stats.json`, `_config.json` and
+`_SUCCESS` are written when the crawl ends.
 Output folders must be on a file system every executor sees (local disk in local mode, NFS).
 """
 
@@ -114,12 +116,10 @@ def next_frontier(spark, out: str, round_no: int, config: CrawlConfig):
 
 
 def fetch_round(spark, out: str, round_no: int, config: CrawlConfig, seed_hosts: set[str]) -> list[dict]:
-    """Runs one Spark task per host group of the round that has no log file yet."""
-    from pyspark.sql import functions as F
-
+    """Runs one Spark task per host group that still has URLs of the round not in a committed log."""
     frontier = spark.read.parquet(f"{out}/frontier/r{round_no:04d}")
-    done = {int(p.rsplit("-b", 1)[1].split(".")[0]) for p in HadoopFS(spark).glob(f"{out}/log/r{round_no:04d}-b*.parquet")}
-    pending = frontier.filter(~F.col("bucket").isin(list(done))) if done else frontier
+    logged = HadoopFS(spark).glob(f"{out}/log/r{round_no:04d}-b*.parquet")
+    pending = frontier.join(spark.read.parquet(*logged).select("url"), "url", "left_anti") if logged else frontier
     buckets = sorted(r["bucket"] for r in pending.select("bucket").distinct().collect())
     if not buckets:
         return []

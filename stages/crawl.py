@@ -6,17 +6,18 @@ Used inside one Spark task of `jobs.crawl` (one task owns each host, so politene
 Hosts run concurrently on threads (`threads_per_task`); inside a host, a `HostGate` spaces request
 starts by the host's delay (the recipe's `delay`, or robots.txt `Crawl-delay` when larger, capped at
 `max_crawl_delay`) and at most `concurrency_per_host` requests are in flight. robots.txt is
-fetched first, through the same gate, and asked before every request, redirect hops included.
+fetched first, through the same gate (or reused from an earlier round, for at most `robots_max_age`),
+archived in `robotstxt/`, and asked before every request, redirect hops included.
 
-A task writes three files and commits them in this order, each under a temporary name then renamed:
-`warc/r<round>-b<bucket>.warc.gz`, `links/r<round>-b<bucket>.parquet` and last
-`log/r<round>-b<bucket>.parquet`, the task's completion marker. A retried or resumed task rewrites
-the same names, so a WARC record is never written twice. Pure Python (threads, pyarrow): no Spark.
+A task's WARC records, new links and log rows are committed in segments
+(`warc/`, `links/`, `log/` `r<round>-b<bucket>-s<segment>`, see stages/crawlsegments.py) every
+`checkpoint_pages` pages or `checkpoint_seconds`: a rerun after a kill skips the URLs of committed
+segments and drops the files of an uncommitted one, so no page is archived twice and at most one
+segment per task is refetched. Pure Python (threads, pyarrow): no Spark.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -24,10 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from stages.crawlwarc import CrawlWarcSink
+from stages.crawlsegments import SegmentWriter, robots_cache
 from stages.fetch import FetchResult, Fetcher
 from stages.frontier import Scope, extract_links, host_of
 from stages.robots import Robots, robots_url
@@ -38,6 +36,7 @@ class CrawlConfig:
     seeds: tuple[str, ...] = ()  # seed URLs besides --seeds FILE
     user_agent: str = "qwenforge-crawler/0.1 (research crawler for LLM pretraining data)"
     obey_robots: bool = True
+    robots_max_age: float = 86_400.0  # a host's robots.txt answer is reused by later rounds this long (RFC 9309 2.4: 24 h)
     delay: float = 1.0  # seconds between request starts on one host (Heritrix/Nutch default order)
     max_crawl_delay: float = 30.0  # robots.txt Crawl-delay is honoured up to this many seconds
     concurrency_per_host: int = 1  # requests in flight per host
@@ -68,6 +67,8 @@ class CrawlConfig:
     max_redirects: int = 5
     max_bytes: int = 8_000_000  # as ingest.max_payload_bytes
     content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
+    checkpoint_pages: int = 100  # a task commits its WARC/links/log segment every N pages...
+    checkpoint_seconds: float = 60.0  # ...or every N seconds: a killed crawl refetches at most that much
     allow_private_networks: bool = False
     warc_software: str = "qwenforge crawler"
 
@@ -77,15 +78,6 @@ class CrawlConfig:
         return self.user_agent.split("/")[0].split()[0]
 
 
-LOG_SCHEMA = pa.schema([
-    ("url", pa.string()), ("final_url", pa.string()), ("host", pa.string()), ("depth", pa.int32()),
-    ("status", pa.int32()), ("bytes", pa.int64()), ("content_bytes", pa.int64()), ("fetch_time", pa.string()),
-    ("started", pa.float64()), ("seconds", pa.float64()), ("attempts", pa.int32()), ("outcome", pa.string()),
-    ("error", pa.string()), ("ip", pa.string()), ("links", pa.int32()), ("round", pa.int32()),
-    ("warc_file", pa.string()),
-])
-LINK_SCHEMA = pa.schema([("url", pa.string()), ("host", pa.string()), ("depth", pa.int32()),
-                         ("parent", pa.string()), ("round", pa.int32())])
 WRITTEN = ("ok", "http_status", "decode_error")  # outcomes with a complete HTTP response in the WARC
 
 
@@ -111,29 +103,14 @@ class HostGate:
             self.delay = delay
 
 
-class LazySink:
-    """Opens the WARC file on the first record, so a task that fetched nothing leaves no file."""
-
-    def __init__(self, path: Path, software: str):
-        self.path, self.software, self.sink, self._lock = path, software, None, threading.Lock()
-
-    def exchange(self, result: FetchResult) -> None:
-        with self._lock:
-            self.sink = self.sink or CrawlWarcSink(self.path, self.software)
-        self.sink.exchange(result)
-
-    def close(self, ok: bool) -> None:
-        if self.sink is not None:
-            self.sink.__exit__(None if ok else RuntimeError, None, None)
-
-
 class HostCrawl:
     """Fetches one host's URLs of this round: robots.txt first, then pages through the gate."""
 
-    def __init__(self, host: str, config: CrawlConfig, fetcher: Fetcher, sink: LazySink, scope: Scope, round_no: int):
-        self.host, self.config, self.fetcher, self.sink, self.scope = host, config, fetcher, sink, scope
+    def __init__(self, host: str, config: CrawlConfig, fetcher: Fetcher, writer: SegmentWriter, scope: Scope,
+                 round_no: int):
+        self.host, self.config, self.fetcher, self.writer, self.scope = host, config, fetcher, writer, scope
         self.round_no, self.gate = round_no, HostGate(config.delay)
-        self.logs, self.links, self.dropped = [], [], Counter()
+        self.fetched, self.dropped, self.cached = 0, Counter(), None
         self.robots = Robots.ignored(config.robots_agent)
 
     def run(self, rows: list[dict]) -> HostCrawl:
@@ -153,18 +130,29 @@ class HostCrawl:
         return self
 
     def _load_robots(self, any_url: str) -> FetchResult | None:
-        """Fetches robots.txt; returns a result to log for every URL when the host must not be crawled."""
+        """robots.txt from an earlier round's answer (`cached`, RFC 9309 2.4: at most `robots_max_age`) or
+        fetched; returns a result to log for every URL when the host must not be crawled."""
         if not self.config.obey_robots:
             return None
-        result = self.fetcher.fetch(robots_url(any_url), self.gate.wait, any_type=True)
+        answer = self.cached or self._fetch_robots(robots_url(any_url))
+        if isinstance(answer, FetchResult):
+            return answer
+        self.robots = Robots.from_response(answer["status"], answer["body"], self.config.robots_agent)
+        self.gate.set_delay(self.robots.delay(self.config.delay, self.config.max_crawl_delay))
+        if self.robots.status == "unavailable":
+            return FetchResult(any_url, any_url, outcome="robots_unavailable", error=answer["error"] or str(answer["status"]))
+        return None
+
+    def _fetch_robots(self, url: str) -> dict | FetchResult:
+        """Fetches robots.txt and records the answer (and its WARC records) with the task's segment."""
+        result = self.fetcher.fetch(url, self.gate.wait, any_type=True)
         if result.outcome == "address":
             return result
         status = result.status if result.outcome in ("ok", "http_status", "content_type") else None
-        self.robots = Robots.from_response(status, result.content, self.config.robots_agent)
-        self.gate.set_delay(self.robots.delay(self.config.delay, self.config.max_crawl_delay))
-        if self.robots.status == "unavailable":
-            return FetchResult(any_url, any_url, outcome="robots_unavailable", error=result.error or str(result.status))
-        return None
+        row = {"host": self.host, "url": url, "status": status, "body": result.content, "fetched_at": time.time(),
+               "error": result.error}
+        self.writer.robots(row, result if result.outcome in WRITTEN + ("content_type",) else None)
+        return row
 
     def fetch(self, row: dict) -> None:
         url = row["url"]
@@ -172,34 +160,33 @@ class HostCrawl:
             self._log(row, FetchResult(url, url, outcome="robots", error="disallowed by robots.txt"))
             return
         result = self.fetcher.fetch(url, self.gate.wait, self.robots.allowed)
-        if result.outcome in WRITTEN:
-            self.sink.exchange(result)
-        found = self._links(result, row["depth"]) if result.outcome == "ok" else 0
-        self._log(row, result, found)
+        self._log(row, result, *(self._links(result, row["depth"]) if result.outcome == "ok" else (0, [])))
 
-    def _links(self, result: FetchResult, depth: int) -> int:
-        urls = list(extract_links(result.content, result.final_url))
+    def _links(self, result: FetchResult, depth: int) -> tuple[int, list[dict]]:
+        """(links on the page, the in-scope ones as frontier rows)."""
+        urls, kept = list(extract_links(result.content, result.final_url)), []
         for url in dict.fromkeys(urls):
             reason = self.scope.reject_reason(url, depth + 1)
             if reason:
                 self.dropped[reason] += 1
             else:
-                self.links.append({"url": url, "host": host_of(url), "depth": depth + 1,
-                                   "parent": result.final_url, "round": self.round_no})
-        return len(urls)
+                kept.append({"url": url, "host": host_of(url), "depth": depth + 1,
+                             "parent": result.final_url, "round": self.round_no})
+        return len(urls), kept
 
-    def _log(self, row: dict, result: FetchResult, links: int = 0) -> None:
+    def _log(self, row: dict, result: FetchResult, links: int = 0, found: list[dict] = ()) -> None:
+        found = list(found)
         if result.outcome == "redirect_offsite" and self.scope.reject_reason(result.redirect, row["depth"]) is None:
-            self.links.append({"url": result.redirect, "host": host_of(result.redirect), "depth": row["depth"],
-                               "parent": row["url"], "round": self.round_no})
-        self.logs.append({
+            found.append({"url": result.redirect, "host": host_of(result.redirect), "depth": row["depth"],
+                          "parent": row["url"], "round": self.round_no})
+        self.fetched += 1
+        self.writer.record({
             "url": row["url"], "final_url": result.final_url, "host": self.host, "depth": row["depth"],
             "status": result.status, "bytes": len(result.body), "content_bytes": len(result.content),
             "fetch_time": result.fetch_time if result.started else None, "started": result.started or None,
             "seconds": result.seconds, "attempts": result.attempts, "outcome": result.outcome,
-            "error": result.error, "ip": result.ip, "links": links, "round": self.round_no,
-            "warc_file": self.sink.path.name if result.outcome in WRITTEN else None,
-        })
+            "error": result.error, "ip": result.ip, "links": links, "round": self.round_no, "warc_file": None,
+        }, found, result if result.outcome in WRITTEN else None)
 
 
 def part_name(round_no: int, bucket: int) -> str:
@@ -208,32 +195,28 @@ def part_name(round_no: int, bucket: int) -> str:
 
 def crawl_group(rows: list[dict], config: CrawlConfig, seed_hosts: set[str], out: str, round_no: int,
                 bucket: int) -> dict:
-    """Crawls the frontier rows of one host group and commits its WARC, links and log (module docstring)."""
-    name, out = part_name(round_no, bucket), Path(out)
+    """Crawls the frontier rows of one host group into committed segments (stages/crawlsegments.py),
+    skipping the URLs an earlier, killed attempt already committed."""
+    writer = SegmentWriter(Path(out), part_name(round_no, bucket), config.warc_software,
+                           config.checkpoint_pages, config.checkpoint_seconds)
+    done = writer.done_urls()
     by_host = defaultdict(list)
     for row in rows:
-        by_host[row["host"]].append(row)
-    fetcher = Fetcher(config, pool_size=max(1, config.concurrency_per_host))
-    sink, scope = LazySink(out / "warc" / f"{name}.warc.gz", config.warc_software), Scope(config, seed_hosts)
-    crawls = [HostCrawl(host, config, fetcher, sink, scope, round_no) for host in sorted(by_host)]
+        if row["url"] not in done:
+            by_host[row["host"]].append(row)
+    fetcher, scope = Fetcher(config, pool_size=max(1, config.concurrency_per_host)), Scope(config, seed_hosts)
+    crawls = [HostCrawl(host, config, fetcher, writer, scope, round_no) for host in sorted(by_host)]
+    cache = robots_cache(Path(out), f"-b{bucket:05d}", config.robots_max_age)
+    for c in crawls:
+        c.cached = cache.get(c.host)
     ok = False
     try:
-        with ThreadPoolExecutor(max(1, min(config.threads_per_task, len(crawls)))) as pool:
+        with ThreadPoolExecutor(max(1, min(config.threads_per_task, len(crawls) or 1))) as pool:
             list(pool.map(lambda c: c.run(by_host[c.host]), crawls))
         ok = True
     finally:
-        sink.close(ok)
-    logs = [log for c in crawls for log in c.logs]
-    write_parquet(out / "links" / f"{name}.parquet", [link for c in crawls for link in c.links], LINK_SCHEMA)
-    write_parquet(out / "log" / f"{name}.parquet", logs, LOG_SCHEMA)
+        writer.close(ok)
     dropped = sum((c.dropped for c in crawls), Counter())
-    return {"bucket": bucket, "hosts": len(crawls), "fetched": len(logs), "dropped_links": dict(dropped),
-            "warc_records": sink.sink.count if sink.sink else 0}
-
-
-def write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
-    """Writes under a temporary name, then renames (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression="zstd")
-    os.replace(tmp, path)
+    return {"bucket": bucket, "hosts": len(crawls), "fetched": sum(c.fetched for c in crawls),
+            "skipped_done": len(done), "dropped_links": dict(dropped), "warc_records": writer.records,
+            "segments": writer.segments, "robots_cached": sum(c.cached is not None for c in crawls)}

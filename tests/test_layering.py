@@ -1,5 +1,6 @@
 """The import rules of ARCHITECTURE.md: stages/ is pure (no pyspark, no torch), training/ has no
-pyspark, pipeline/ and jobs/ have no torch. Checked on the AST, so imports inside functions count."""
+pyspark, pipeline/ and jobs/ have no torch; synth/ (Spark jobs that
+run a model) may import every layer but jobs/. Checked on the AST, so imports inside functions count."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ FORBIDDEN = {
     "training": {"pyspark", "pipeline", "jobs"},
     "pipeline": {"torch", "training", "jobs"},
     "jobs": {"torch", "training"},
+    "synth": {"jobs"},   # Spark jobs that run a model: may import pipeline, stages and training
 }
 
 

@@ -113,7 +113,10 @@ def test_crawl_end_to_end(spark, sites, tmp_path):
         "/", "/a", "/b", "/moved", "/target", "/loop1", "/loop2", "/missing", "/error", "/busy", "/slow",
         "/huge", "/image", "/latin", "/gz", "/gz-only"]}
     assert sorted(p for p in b.paths() if p != "/robots.txt") == ["/", "/p1", "/p2"]
-    assert b.paths().count("/robots.txt") <= stats["rounds"]  # once per round in which B has pages
+    # robots.txt: asked once per host for the whole crawl (later rounds reuse the answer), archived apart
+    assert a.paths().count("/robots.txt") == b.paths().count("/robots.txt") == 1 < stats["rounds"]
+    robots_uris = [u for path in (out / "robotstxt").glob("*.warc.gz") for u in warc_uris(path)]
+    assert sorted(robots_uris) == sorted(s.base + "/robots.txt" for s in (a, b, c))  # C's 500 as well
 
     outcomes = {path: by_url[a.base + path]["outcome"] for path in
                 ["/moved", "/loop1", "/missing", "/error", "/busy", "/slow", "/huge", "/image", "/latin", "/gz"]}
