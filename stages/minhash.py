@@ -13,8 +13,11 @@ scheme=...)` and `MinHashLSH(params=(bands, rows))`. The permutation schemes are
   bits. (datasketch multiplies in uint64 and lets it wrap before taking the Mersenne modulus; so do we.)
 
 sha1_32 is the first 4 bytes of SHA-1, little-endian. a, b are drawn from `np.random.RandomState(seed)`
-in datasketch's order. The speed comes from hashing a whole batch's shingles into one array and taking
-the per-document minimum of a (shingles x num_perm) matrix with `np.minimum.reduceat`, in chunks.
+in datasketch's order. The speed comes from never building word shingles as Python objects (their
+spans in the batch's joined UTF-8 text are found with numpy and SHA-1 reads them in place), hashing a
+whole batch's shingles into one array, and taking the per-document minimum of a (shingles x num_perm)
+matrix with `np.minimum.reduceat`, in chunks. SHA-1 per shingle (needed for datasketch compatibility)
+is then most of the cost.
 
 Bands: `optimal_bands(threshold, num_perm)` picks (bands, rows) minimising the weighted false positive
 and false negative areas under the LSH S-curve, as datasketch's `MinHashLSH` does (Leskovec et al.,
@@ -157,18 +160,62 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def signatures(texts: list[str | None], params: MinHashParams = MinHashParams()) -> np.ndarray:
-    """MinHash signatures of a batch of texts, shape (len(texts), num_perm)."""
-    return signatures_of_shingles([shingles(t, params) for t in texts], params)
+    """MinHash signatures of a batch of texts, shape (len(texts), num_perm).
+
+    Word shingles are not built as objects: the batch's normalised texts are joined into one byte
+    string, shingle spans are found with numpy and each span is hashed in place (`_word_shingle_hashes`).
+    Texts written without spaces take the character-shingle path of `shingles`."""
+    norms = [normalize_text(t or "") for t in texts]
+    chars = [params.shingle == "char" or (params.shingle == "auto" and bool(x) and _unsegmented(x, x.split()))
+             for x in norms]
+    hashes, doc_of = _word_shingle_hashes([b"" if c else x.encode() for x, c in zip(norms, chars)], params.ngram)
+    if any(chars):
+        sets = [list(shingles(t, params)) if c else [] for t, c in zip(texts, chars)]
+        extra = sha1_32([x for s in sets for x in s])
+        hashes = np.concatenate([hashes, extra])
+        doc_of = np.concatenate([doc_of, np.repeat(np.arange(len(sets)), [len(s) for s in sets])])
+        order = np.argsort(doc_of, kind="stable")
+        hashes, doc_of = hashes[order], doc_of[order]
+    return _signatures_of_hashes(hashes, doc_of, len(texts), params)
+
+
+def _word_shingle_hashes(encoded: list[bytes], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """sha1_32 of every word n-gram occurrence of each (normalised, UTF-8) text, and its text's index.
+
+    The same byte strings as `shingles` (a text of at most n words is one shingle), duplicates included."""
+    big = b"\n".join(encoded)
+    raw = np.frombuffer(big, np.uint8)
+    seps = np.flatnonzero((raw == 32) | (raw == 10))
+    starts, ends = np.r_[0, seps + 1], np.r_[seps, len(big)]
+    doc = np.repeat(np.arange(len(encoded)), [x.count(b" ") + 1 for x in encoded])
+    real = ends > starts                                   # empty texts leave a zero-length "word"
+    starts, ends, doc = starts[real], ends[real], doc[real]
+    first = np.searchsorted(doc, np.arange(len(encoded)))  # each text's first word
+    words = np.bincount(doc, minlength=len(encoded))
+    i = np.arange(max(0, len(doc) - n + 1))
+    full = i[doc[i] == doc[i + n - 1]] if len(i) else i   # n-grams inside one text
+    short = np.flatnonzero((words > 0) & (words < n))      # texts shorter than n words: the whole text
+    s = np.concatenate([starts[full], starts[first[short]]])
+    e = np.concatenate([ends[full + n - 1], ends[first[short] + words[short] - 1]])
+    owner = np.concatenate([doc[full], short])
+    order = np.argsort(owner, kind="stable")
+    sha1, view = hashlib.sha1, memoryview(big)
+    digests = b"".join([sha1(view[x:y]).digest() for x, y in zip(s[order].tolist(), e[order].tolist())])
+    return np.frombuffer(digests, "<u4").reshape(-1, 5)[:, 0].astype(np.uint32), owner[order]
 
 
 def signatures_of_shingles(sets: list, params: MinHashParams = MinHashParams()) -> np.ndarray:
     """Signatures of a batch of shingle collections (bytes); duplicates inside a collection are harmless."""
     lists = [list(s) for s in sets]
     counts = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
-    hashes = sha1_32([x for s in lists for x in s])
-    doc_of = np.repeat(np.arange(len(lists)), counts)
+    return _signatures_of_hashes(sha1_32([x for s in lists for x in s]), np.repeat(np.arange(len(lists)), counts),
+                                 len(lists), params)
+
+
+def _signatures_of_hashes(hashes: np.ndarray, doc_of: np.ndarray, n_docs: int, params: MinHashParams) -> np.ndarray:
+    """Per-document minima of the permuted shingle hashes (`doc_of` sorted); EMPTY for documents without any."""
     a, b = permutations(params.num_perm, params.seed, params.scheme)
-    out = np.full((len(lists), params.num_perm), EMPTY[params.scheme])
+    out = np.full((n_docs, params.num_perm), EMPTY[params.scheme])
     if params.scheme == "affine32":
         hashes = fmix32(hashes)
     for start in range(0, len(hashes), CHUNK_SHINGLES):
