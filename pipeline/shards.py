@@ -11,9 +11,9 @@ Layout (committed atomically like every stage folder):
         _stats.json, _config.json, _SUCCESS
 
 Documents are hash-partitioned on a seeded hash of their id and sorted inside each partition by
-(split, source, hash), so each partition packs contiguous runs of a shuffled order; the short row each
-partition leaves per group is re-packed in one task with the others, so at most one short row per
-(split, source) remains.
+(split, source, hash), so each partition packs contiguous runs of a shuffled order, and written in
+the same pass; the short row each partition leaves per group is set aside, re-packed in one task
+with the others and added, so at most one short row per (split, source) remains.
 """
 
 from __future__ import annotations
@@ -39,20 +39,40 @@ def _packer(seq_len: int):
 
 
 def pack(docs, config: TokenizeConfig):
-    """Tokenized documents (split, source, shuffle_key, input_ids) -> packed rows (SHARD_SCHEMA).
+    """Tokenized documents (split, source, shuffle_key, input_ids) -> packed rows (SHARD_SCHEMA), the
+    short last row of each (partition, split, source) flagged `partial`.
 
-    Hash-partitioned on the seeded key and sorted inside each partition (no sampling pass, every core
-    packs). Returns (rows, the cached first pass).
+    Hash-partitioned on the seeded key and sorted inside each partition (no sampling pass, every core packs).
     """
-    spark_schema = schemas.spark(SHARD_SCHEMA)
     ordered = (docs.select("split", "source", "shuffle_key", "input_ids")
                .repartition("shuffle_key").sortWithinPartitions("split", "source", "shuffle_key")
                .select("split", "source", "input_ids"))
-    packed = ordered.mapInArrow(_packer(config.seq_len), spark_schema).persist()
-    tails = (packed.filter("partial").coalesce(1)
-             .sortWithinPartitions("split", "source", "n_tokens", "input_ids")
-             .mapInArrow(_packer(config.seq_len), spark_schema))
-    return packed.filter("NOT partial").unionByName(tails), packed
+    return ordered.mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA))
+
+
+def repack_tails(tails, config: TokenizeConfig):
+    """The partial rows of every partition re-packed together in one task: at most one short row per
+    (split, source) remains."""
+    return (tails.coalesce(1).sortWithinPartitions("split", "source", "n_tokens", "input_ids")
+            .mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA)))
+
+
+def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
+    """Full rows straight into `<tmp>/{train,valid}` in one pass over the data (nothing cached); the
+    partial rows go to `<tmp>/_tails-*`, are re-packed and added to the split folders."""
+    spark, fs = rows.sparkSession, io.HadoopFS(rows.sparkSession)
+    options = {"compression": "zstd", "maxRecordsPerFile": config.file_rows,
+               "parquet.block.size": config.row_group_rows * (config.seq_len + 1) * 4}
+    splits = ("train", "valid")
+    io.write_partitioned(rows, "IF(partial, concat('_tails-', split), split)", tmp,
+                         splits + tuple(f"_tails-{s}" for s in splits), **options)
+    tails = spark.read.parquet(*(f"{tmp}/_tails-{s}" for s in splits))
+    io.write_partitioned(repack_tails(tails, config), "split", f"{tmp}/_repacked", splits, **options)
+    for split in splits:
+        for i, (path, _) in enumerate(fs.files(f"{tmp}/_repacked/{split}", "*.parquet")):
+            fs.rename(path, f"{tmp}/{split}/part-tails-{i:05d}.parquet")
+    for folder in ("_repacked", *(f"_tails-{s}" for s in splits)):
+        fs.delete(f"{tmp}/{folder}")
 
 
 def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: dict, batch_rows: int = 256) -> dict:
@@ -72,12 +92,8 @@ def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: di
 def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dict, docs_in: int) -> dict:
     """Packs and writes shards with `manifest.json` and `_stats.json`; returns the stats (with the manifest)."""
     spark, started = tokenized.sparkSession, time.time()
-    rows, cached = pack(tokenized, config)
-    width = config.seq_len + 1
     with io.staged_output(spark, output) as tmp:
-        io.write_partitioned(rows, "split", tmp, ("train", "valid"), compression="zstd",
-                             maxRecordsPerFile=config.file_rows,
-                             **{"parquet.block.size": config.row_group_rows * width * 4})
+        write_rows(pack(tokenized, config), tmp, config)
         manifest = _manifest(spark, tmp, config)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)
@@ -88,7 +104,6 @@ def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dic
                  "seconds": manifest["seconds"]}
         io.write_json(spark, f"{tmp}/_stats.json", stats)
         io.write_json(spark, f"{tmp}/_config.json", {"stage": "tokenize", "output": io.absolute(output), **run_config})
-    cached.unpersist()
     return {**stats, "manifest": manifest}
 
 
