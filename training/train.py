@@ -3,6 +3,7 @@
     python -m training.train --recipe training/recipes/demo.toml --data runs/demo/shards --out runs/demo/train
     python -m training.train --recipe R.toml --set optim.lr=1e-3 --max-steps 10          # stop at step 10
     python -m training.train --recipe R.toml --resume                                    # from the last checkpoint
+    python -m training.train --recipe R.toml --init runs/demo/train/final                # continued pretraining
     torchrun --nproc_per_node=2 -m training.train --recipe R.toml                        # DDP (gloo on CPU)
 
 A recipe has four tables, each a frozen dataclass (`stages/recipe.py` rules: unknown keys are errors,
@@ -81,6 +82,7 @@ class TrainConfig:
     save_every: int = 100            # 0: only at the end
     keep_last: int = 2
     export_hf: bool = True           # write <out>/hf at the end
+    init: str = ""                   # continued pretraining: start from this checkpoint's weights and config
     out: str = "runs/train"          # --out overrides
 
 
@@ -122,10 +124,10 @@ class Trainer:
         self.train_data = ShardData(recipe.data.root, "train")
         valid = Path(recipe.data.root) / "valid"
         self.valid_data = ShardData(recipe.data.root, "valid") if any(valid.glob("*.parquet")) else None
-        self.cfg = recipe.model.build_config()
-        self._check_vocab()
         torch.manual_seed(t.seed)
-        self.raw = Qwen(self.cfg)
+        self.raw = ckpt.load_model(t.init) if t.init else Qwen(recipe.model.build_config())
+        self.cfg = self.raw.cfg
+        self._check_vocab()
         self.raw.gradient_checkpointing = t.activation_checkpointing
         self.loader = StepLoader(self.train_data, t.micro_batch_size, t.grad_accum_steps, env.rank, env.world,
                                  recipe.data.seed, recipe.data.shuffle)
@@ -315,6 +317,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (train.out)")
     p.add_argument("--max-steps", type=int, help="stop after this step (the lr schedule still spans train.steps)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <out>/checkpoints")
+    p.add_argument("--init", help="start from this checkpoint's weights and model config (train.init)")
     return p.parse_args(argv)
 
 
@@ -336,7 +339,8 @@ def keep_freed_memory() -> None:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     sets = list(args.set) + ([f"data.root={json.dumps(args.data)}"] if args.data else []) \
-        + ([f"train.out={json.dumps(args.out)}"] if args.out else [])
+        + ([f"train.out={json.dumps(args.out)}"] if args.out else []) \
+        + ([f"train.init={json.dumps(args.init)}"] if args.init else [])
     recipe = Recipe.load(args.recipe, sets)
     out = Path(recipe.train.out)
     with dist.distributed(recipe.train.device) as env:

@@ -123,6 +123,20 @@ def test_exact_resume(shards, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_init_continues_from_a_checkpoint(shards, tmp_path):
+    """Continued pretraining: the run starts from the checkpoint's weights (its first validation loss
+    is the first run's last) and its config, whatever the recipe's model table says."""
+    main(recipe_args(shards, tmp_path / "base", "train.steps=6"))
+    base_end = [r for r in read_metrics(tmp_path / "base" / "metrics.jsonl") if "val_loss" in r][-1]["val_loss"]
+    main(recipe_args(shards, tmp_path / "more", "train.steps=3",
+                       "model.overrides={vocab_size=256, hidden_size=16, intermediate_size=32, num_layers=3, "
+                       "num_heads=2, num_kv_heads=1, max_position_embeddings=64}")
+         + ["--init", str(tmp_path / "base" / "final")])
+    first = next(r for r in read_metrics(tmp_path / "more" / "metrics.jsonl") if "val_loss" in r)
+    assert first["step"] == 0 and first["val_loss"] == pytest.approx(base_end, abs=1e-6)
+    assert ckpt.load_model(tmp_path / "more" / "final").cfg == ckpt.load_model(tmp_path / "base" / "final").cfg
+
+
 def reference_loss(model, rows) -> float:
     """Mean next-token loss computed document by document (no packing, no mask), for the same rows."""
     total, count = 0.0, 0
