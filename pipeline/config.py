@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.spark import SparkConfig
 from stages.bpe import TrainTokenizerConfig
 from stages.chatml import MixConfig
+from stages.code import CodeConfig
 from stages.crawl import CrawlConfig
 from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
@@ -31,6 +32,7 @@ from stages.perplexity import PerplexityConfig, TrainKenlmConfig
 from stages.quality import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 from stages.quality_model import QualityConfig, TrainLidConfig, TrainQualityConfig
 from stages.recipe import ConfigError, apply_override, build, read_toml
+from stages.synthesis import SynthConfig
 from stages.warc import IngestConfig
 
 SECTIONS: dict[str, type] = {
@@ -52,6 +54,8 @@ SECTIONS: dict[str, type] = {
     "decontam": DecontamConfig,
     "upsample": MixtureConfig,
     "mix": MixConfig,
+    "code": CodeConfig,
+    "synth": SynthConfig,
     "tokenize": TokenizeConfig,
     "train_tokenizer": TrainTokenizerConfig,
 }
