@@ -1,4 +1,4 @@
-"""Instruction data: readers for five formats, ChatML rendering, token ids with an assistant-only loss mask.
+"""Instruction data: readers for six formats, ChatML rendering, token ids with an assistant-only loss mask.
 
 Formats, recognised per record from its keys:
     alpaca         {"instruction", "input", "output"}            -> user / assistant
@@ -6,6 +6,7 @@ Formats, recognised per record from its keys:
     sharegpt       {"conversations": [{"from": "human"|"gpt"|"system", "value"}]}
     openai         {"messages": [{"role", "content"}]}
     hh-rlhf        {"chosen", "rejected"}: "\\n\\nHuman: ...\\n\\nAssistant: ..." -> preference pair
+    qa             {"question", "answer"} (GSM8K's format: a worked solution ending "#### N") -> user / assistant
 
 ChatML (Qwen 2023, sec. 3.1): each message is `<|im_start|>{role}\\n{content}<|im_end|>\\n`; a
 conversation without a system message gets the recipe's (Qwen's default "You are a helpful
@@ -57,7 +58,8 @@ class MixConfig:
 def detect_format(record: dict) -> str:
     keys = record.keys()
     for name, needed in (("openai", {"messages"}), ("sharegpt", {"conversations"}), ("hh-rlhf", {"chosen", "rejected"}),
-                         ("self-instruct", {"instruction", "instances"}), ("alpaca", {"instruction", "output"})):
+                         ("self-instruct", {"instruction", "instances"}), ("alpaca", {"instruction", "output"}),
+                         ("qa", {"question", "answer"})):
         if needed <= keys:
             return name
     raise ValueError(f"unknown instruction format with keys {sorted(keys)}")
@@ -75,6 +77,10 @@ def read_alpaca(rec: dict) -> list[list[Message]]:
 
 def read_self_instruct(rec: dict) -> list[list[Message]]:
     return [read_alpaca({"instruction": rec["instruction"], **inst})[0] for inst in rec["instances"]]
+
+
+def read_qa(rec: dict) -> list[list[Message]]:
+    return [[{"role": "user", "content": rec["question"]}, {"role": "assistant", "content": rec["answer"]}]]
 
 
 def read_sharegpt(rec: dict) -> list[list[Message]]:
@@ -103,7 +109,7 @@ def read_preference(rec: dict) -> tuple[list[Message], str, str] | None:
 
 
 READERS = {"alpaca": read_alpaca, "self-instruct": read_self_instruct, "sharegpt": read_sharegpt,
-           "openai": read_openai}
+           "openai": read_openai, "qa": read_qa}
 
 
 # ---------------------------------------------------------------- rendering and ids

@@ -118,3 +118,11 @@ def test_pack_conversations_never_splits_one():
     flat = [t for r in rows for t in r["input_ids"]]
     assert flat == [t for c in convs for t in c["input_ids"]]
     assert all(r["n_tokens"] == len(r["input_ids"]) == len(r["loss_mask"]) <= 10 for r in rows)
+
+
+def test_gsm8k_records_become_math_conversations(shared_data):
+    record = json.loads(lines(shared_data / "gsm8k" / "train.jsonl", 1)[0])
+    assert detect_format(record) == "qa"
+    out = ParseInstructions(MixConfig(system_prompt="S")).run([{"line": json.dumps(record), "file": "train.jsonl"}])
+    assert [m["content"] for m in out[0]["messages"]] == ["S", record["question"], record["answer"]]
+    assert out[0]["source"] == "qa" and out[0]["messages"][-1]["content"].rsplit("#### ", 1)[1].strip().isdigit()
