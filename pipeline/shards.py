@@ -66,9 +66,11 @@ def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
     splits = ("train", "valid")
     io.write_partitioned(rows, "IF(partial, concat('_tails-', split), split)", tmp,
                          splits + tuple(f"_tails-{s}" for s in splits), **options)
-    tails = spark.read.parquet(*(f"{tmp}/_tails-{s}" for s in splits))
-    io.write_partitioned(repack_tails(tails, config), "split", f"{tmp}/_repacked", splits, **options)
-    for split in splits:
+    found = [f"{tmp}/_tails-{s}" for s in splits if fs.files(f"{tmp}/_tails-{s}", "*.parquet")]
+    if found:
+        io.write_partitioned(repack_tails(spark.read.parquet(*found), config), "split", f"{tmp}/_repacked",
+                             splits, **options)
+    for split in splits if found else ():
         for i, (path, _) in enumerate(fs.files(f"{tmp}/_repacked/{split}", "*.parquet")):
             fs.rename(path, f"{tmp}/{split}/part-tails-{i:05d}.parquet")
     for folder in ("_repacked", *(f"_tails-{s}" for s in splits)):
