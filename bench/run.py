@@ -11,7 +11,8 @@ from pathlib import Path
 
 BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "quality": "bench.bench_quality", "dedup": "bench.bench_dedup",
               "decontam": "bench.bench_decontam", "crawl": "bench.bench_crawl", "tokenize": "bench.bench_tokenize",
-              "model": "bench.bench_model", "train": "bench.bench_train", "synthesis": "bench.bench_synthesis"}
+              "model": "bench.bench_model", "train": "bench.bench_train", "synthesis": "bench.bench_synthesis",
+              "align": "bench.bench_align"}
 
 
 def main(argv: list[str] | None = None) -> None:

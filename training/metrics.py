@@ -36,14 +36,16 @@ def flops_per_token(n_params: int, n_embedding: int, num_layers: int, hidden: in
 
 
 class MetricsLog:
-    """Appends JSON lines and drives a tqdm bar; after a resume, lines past the resume step are dropped."""
+    """Appends JSON lines and drives a tqdm bar; a fresh run replaces the file, a resumed one drops the lines
+    past its resume step."""
 
     def __init__(self, out_dir: Path, resume_step: int, total: int, enabled: bool = True):
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         if not enabled:
             return
-        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step]
+        # a fresh run (step 0) starts an empty file; a resumed one keeps the lines up to its step
+        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step] if resume_step else []
         self.path.write_text("".join(line + "\n" for line in kept))
         self.file = self.path.open("a")
         from tqdm import tqdm
