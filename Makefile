@@ -28,8 +28,8 @@ PYTEST_ARGS ?=
 TRAIN_RECIPE ?= training/recipes/demo.toml
 TRAIN_SET ?=
 NPROC ?= 1
-CKPT ?= runs/$(RUN)/train/final
-HF ?= runs/$(RUN)/hf
+CKPT ?= $(ROOT)/train/final
+HF ?= $(ROOT)/hf
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -39,10 +39,24 @@ COMMON = --recipe $(RECIPE) $(foreach s,$(SET),--set $(s))
 ifeq ($(CLUSTER),)
 JOB = $(PY) -m jobs.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON)
 else
-JOB = $(VENV)/bin/spark-submit --master $(MASTER) $(SPARK_ARGS) jobs/$(1).py $(COMMON)
+# Cluster (tools/dist.py): the code zip is rebuilt on each submit, so it matches the checkout, and
+# shipped with --py-files; dist/submit.py runs jobs.<stage> from it (jobs/<stage>.py as the
+# application file would let jobs/tokenize.py shadow the standard library). The model files travel
+# as an archive unpacked as ./assets/ on executors (the same relative paths name the repository's
+# assets/ for the driver). The environment `make dist` packed, when there is one, runs executors'
+# Python; without it, nodes need this venv at the same path.
+QWEN_LID_MODEL ?= assets/lid.176.ftz
+QWEN_TIKTOKEN ?= assets/qwen.tiktoken
+PACKED_ENV = $(if $(wildcard $(DIST)/env.tar.gz),$(comma)$(DIST)/env.tar.gz$(HASH)env --conf spark.pyspark.python=./env/bin/python)
+CLUSTER_ARGS = --py-files $(DIST)/qwenforge.zip --archives $(DIST)/assets.tar.gz$(HASH)assets$(PACKED_ENV) \
+  --conf spark.pyspark.driver.python=$(abspath $(PY))
+JOB = $(PY) -m tools.dist --out $(DIST) --no-env --quiet && QWEN_LID_MODEL=$(QWEN_LID_MODEL) \
+  QWEN_TIKTOKEN=$(QWEN_TIKTOKEN) $(VENV)/bin/spark-submit --master $(MASTER) $(CLUSTER_ARGS) $(SPARK_ARGS) \
+  $(DIST)/submit.py $(1) $(COMMON)
 endif
 
-.PHONY: setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
+SYNTH_TARGETS = sft rm ppo dpo online-dpo code-qwen math-qwen eval train-report code synth-select synth-evolve synth-math synth-code
+.PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -54,12 +68,17 @@ $(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py
 	@touch $@
 
 test: setup kenlm
+	bash tools/install_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m jobs.demo --root $(ROOT) --recipe $(DEMO_RECIPE) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/demo.toml --data $(ROOT)/shards --out $(ROOT)/train
-	@echo "demo: pipeline output, report and trained model in $(ROOT) (report.html, train/loss.png, train/final)"
+	$(MAKE) --no-print-directory sft rm ppo dpo online-dpo ROOT=$(ROOT)
+	$(MAKE) --no-print-directory eval ROOT=$(ROOT) LIMIT=2 EVAL_SET='passkey.lengths=[512,2048] passkey.depths=[0.0,0.5,1.0]'
+	$(PY) -m training.train_report --root $(ROOT)
+	@echo "demo: in $(ROOT): report.html (pipeline), train/ (pretraining), sft/ rm/ ppo/ dpo/ online_dpo/ (alignment),"
+	@echo "      eval/summary.md (evaluation), train_report.html (training curves of every stage)"
 
 report: setup
 	$(PY) -m jobs.report --root $(ROOT)
@@ -112,6 +131,24 @@ tokenize: setup
 train-tokenizer: setup
 	$(call JOB,train_tokenizer) --input $(ROOT)/dedup --output $(ROOT)/tokenizer
 
+SYNTH = $(PY) -m synth.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON)
+STDLIB = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+
+code: setup
+	$(call JOB,ingest_code) --input $(STDLIB) --output $(ROOT)/code
+
+synth-select: setup
+	$(call SYNTH,select) --input ../shared/data/self-instruct/seed_tasks.jsonl --output $(ROOT)/synth/select
+
+synth-evolve: synth-select
+	$(call SYNTH,evolve) --model $(CKPT) --input $(ROOT)/synth/select --output $(ROOT)/synth/evolve --limit 32
+
+synth-math: setup
+	$(call SYNTH,rejection) --model $(CKPT) --input ../shared/data/gsm8k/train.jsonl --output $(ROOT)/synth/math --limit 32
+
+synth-code: setup  # HumanEval as demo input only: it is an evaluation set (use MBPP-style train data for real runs)
+	$(call SYNTH,execution) --model $(CKPT) --input ../shared/data/humaneval/HumanEval.jsonl.gz --output $(ROOT)/synth/code --limit 16
+
 TRAIN = $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) -m training.train
 
 train: setup
@@ -126,9 +163,66 @@ export-hf: setup
 import-hf: setup
 	$(PY) -m training.hf import --hf $(HF) --out $(CKPT)
 
+ALIGN_SET ?=
+ALIGN = $(foreach s,$(ALIGN_SET),--set $(s))
+
+sft: setup
+	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(CKPT) --data $(ROOT)/mix/sft --out $(ROOT)/sft $(ALIGN)
+
+rm: setup
+	$(PY) -m training.reward --recipe training/recipes/rm.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	  --out $(ROOT)/rm $(ALIGN)
+
+ppo: setup
+	$(PY) -m training.ppo --recipe training/recipes/ppo.toml --init $(ROOT)/sft/final --reward $(ROOT)/rm/final \
+	  --prompts $(ROOT)/mix/preference --out $(ROOT)/ppo $(ALIGN)
+
+dpo: setup
+	$(PY) -m training.dpo --recipe training/recipes/dpo.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	  --out $(ROOT)/dpo $(ALIGN)
+
+online-dpo: setup
+	$(PY) -m training.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
+	  --reward $(ROOT)/rm/final --data $(ROOT)/mix/preference --out $(ROOT)/online_dpo $(ALIGN)
+
+SPECIALIST_TRAIN = $(PY) -m training.train --recipe training/recipes/specialist.toml --init $(CKPT)
+
+code-qwen: setup  # Code-Qwen at toy scale: code-heavy data, continued pretraining of $(CKPT), then SFT
+	$(PY) -m jobs.specialist code --root $(ROOT) $(foreach s,$(SET),--set $(s))
+	$(SPECIALIST_TRAIN) --data $(ROOT)/code-qwen/shards --out $(ROOT)/code-qwen/train
+	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(ROOT)/code-qwen/train/final \
+	  --data $(ROOT)/mix/sft --out $(ROOT)/code-qwen/sft $(ALIGN)
+	$(PY) -m training.train_report --root $(ROOT)/code-qwen
+
+math-qwen: setup  # Math-Qwen at toy scale: math-heavy data, continued pretraining of $(CKPT), then SFT on math
+	$(PY) -m jobs.specialist math --root $(ROOT) $(foreach s,$(SET),--set $(s))
+	$(SPECIALIST_TRAIN) --data $(ROOT)/math-qwen/shards --out $(ROOT)/math-qwen/train
+	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(ROOT)/math-qwen/train/final \
+	  --data $(ROOT)/math-qwen/mix/sft --out $(ROOT)/math-qwen/sft $(ALIGN)
+	$(PY) -m training.train_report --root $(ROOT)/math-qwen
+
+EVAL_RECIPE ?= training/recipes/eval.toml
+EVAL_SET ?=
+TASKS ?=
+LIMIT ?=
+
+eval: setup
+	$(PY) -m training.evaluate --checkpoint $(CKPT) --out $(ROOT)/eval --recipe $(EVAL_RECIPE) --shards $(ROOT)/shards \
+	  $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT)) $(foreach s,$(EVAL_SET),--set $(s))
+
+train-report: setup
+	$(PY) -m training.train_report --root $(ROOT)
+
 bench: setup
 	$(PY) -m bench.run --out runs/bench
 
+.PHONY: dist
+DIST ?= dist
+comma := ,
+HASH := \#
+dist: setup  # what executors need on a cluster: dist/qwenforge.zip, dist/assets.tar.gz, dist/env.tar.gz
+	$(PY) -m tools.dist --out $(DIST)
+
 clean:
-	rm -rf runs spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf runs dist spark-warehouse metastore_db derby.log .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -2,7 +2,7 @@
 
     python -m jobs.decontam --input runs/demo/dedup --output runs/demo/decontam \\
         --set 'decontam.benchmarks={gsm8k="../shared/data/gsm8k/test.jsonl", mmlu="../shared/data/mmlu/test"}'
-    spark-submit jobs/decontam.py --input ... --output ...
+    spark-submit dist/submit.py decontam --input ... --output ...
 
 Needs `id` and `text`; carries every other column through and adds `contam_benchmark`, `contam_items`,
 `contam_spans`. The benchmark n-grams are hashed on the driver (`stages/decontam.py`) and broadcast;

@@ -3,7 +3,7 @@
     python -m jobs.dedup --input runs/demo/extract --output runs/demo/dedup [--set dedup.threshold=0.8]
     python -m jobs.dedup --input runs/dump2/langid --output runs/dump2/dedup \
         --set 'dedup.index_from=["runs/dump1/dedup"]'          # incremental: against an earlier run
-    spark-submit jobs/dedup.py --input ... --output ...
+    spark-submit dist/submit.py dedup --input ... --output ...
 
 Needs `id` (unique) and `text`; uses `url` when present; carries every other column through.
 Duplicates go to `rejected/` with `drop_reason` `exact_dup`, `url_dup` or `near_dup` and `dup_of`, the

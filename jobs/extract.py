@@ -1,7 +1,7 @@
 """Extract: HTML pages (ingest's `kept/`) -> main text, title, date and host with trafilatura.
 
     python -m jobs.extract --input runs/demo/ingest --output runs/demo/extract [--set extract.favor_recall=true]
-    spark-submit jobs/extract.py --input ... --output ...
+    spark-submit dist/submit.py extract --input ... --output ...
 
 Pages with no main text go to `rejected/` (`no_text`, `extract_error`). The input stage folder must
 have `_SUCCESS`.

@@ -3,7 +3,7 @@
     python -m jobs.ingest_code --input /usr/lib/python3.11 --output runs/demo/code [--set code.source=code]
     python -m jobs.ingest_code --input "$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" \\
         --output runs/demo/code
-    spark-submit jobs/ingest_code.py --input repo1 repo2 --output ...
+    spark-submit dist/submit.py ingest_code --input repo1 repo2 --output ...
 
 Inputs are local directories (walked on the driver; `code.exclude_dirs` are skipped) or single files.
 Writes kept / rejected documents (`too_large`, `not_utf8`, `long_line`, `mean_line_length`,

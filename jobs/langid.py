@@ -1,7 +1,7 @@
 """Language ID: documents -> `lang`, `lang_score`; keeps the languages of the recipe (fastText lid.176).
 
     python -m jobs.langid --input runs/demo/extract --output runs/demo/langid [--set 'langid.languages=["en","zh"]']
-    spark-submit jobs/langid.py --input ... --output ...
+    spark-submit dist/submit.py langid --input ... --output ...
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python -m jobs.mix_instructions --input ../shared/data/self-instruct/*.jsonl ../shared/data/hh-rlhf/*.jsonl.gz \\
         --pretrain runs/demo/upsample --output runs/demo/mix [--set mix.pretrain_ratio=0.05]
-    spark-submit jobs/mix_instructions.py --input ... --output ...
+    spark-submit dist/submit.py mix_instructions --input ... --output ...
 
 Inputs are JSONL files (plain or .gz) in any of the formats of `stages/chatml.py`, recognised per line.
 Writes four folders under --output, each committed atomically:

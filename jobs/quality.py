@@ -2,7 +2,7 @@
 
     python -m jobs.quality --input runs/demo/langid --output runs/demo/quality \
         [--set quality.classifier=runs/demo/train-quality/model.bin --set quality.min_quality_score=0.5]
-    spark-submit jobs/quality.py --input ... --output ...
+    spark-submit dist/submit.py quality --input ... --output ...
 
 Reads `[quality]` (rules to run, classifier, threshold) and the thresholds of each rule from
 `[gopher_quality]`, `[gopher_repetition]`, `[c4_quality]`, `[fineweb_quality]`. Uses `lang` when present

@@ -1,7 +1,7 @@
 """Tokenize: documents -> packed training shards (Qwen tokenizer, rows of seq_len + 1 tokens).
 
     python -m jobs.tokenize --input runs/demo/extract --output runs/demo/shards [--set tokenize.seq_len=1024]
-    spark-submit jobs/tokenize.py --input ... --output ...
+    spark-submit dist/submit.py tokenize --input ... --output ...
 
 Reads any finished stage with `id`, `text` (and `source`); writes `train/`, `valid/` and
 `manifest.json` (see pipeline/shards.py). Documents that tokenize to nothing are counted in

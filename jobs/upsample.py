@@ -2,7 +2,7 @@
 
     python -m jobs.upsample --input runs/demo/decontam --output runs/demo/upsample \\
         --set 'upsample.target_shares={web=0.7, wiki=0.3}'
-    spark-submit jobs/upsample.py --input ... --output ...
+    spark-submit dist/submit.py upsample --input ... --output ...
 
 Needs `id`, `text` and `source` (and `upsample.bucket_column` for bucket weights); counts Qwen tokens
 as the tokenize job does unless `n_tokens` is present. Copies get ids `id#1`, `id#2`, ... and

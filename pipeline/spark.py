@@ -5,7 +5,8 @@
 
 Local defaults suit a small machine (few shuffle partitions, Arrow batches sized for HTML pages, no
 UI). Python workers run this interpreter (`PYSPARK_PYTHON`), so the project's virtual environment is
-what executors use locally. A session that already exists (tests, notebooks) is reused and left
+what executors use locally. Under `spark-submit` the master it was given is used (cluster mode: see
+the Makefile's JOB macro and tools/dist.py for what travels to executors). A session that already exists (tests, notebooks) is reused and left
 running; a session this helper starts is stopped when the block ends.
 """
 
@@ -32,7 +33,21 @@ class SparkConfig:
 
 
 def resolve_master(config: SparkConfig, override: str | None = None) -> str:
-    return override or config.master or os.environ.get("MASTER") or "local[*]"
+    return override or config.master or submitted_master() or os.environ.get("MASTER") or "local[*]"
+
+
+def submitted_master() -> str | None:
+    """The `--master` spark-submit was given, when this driver runs under spark-submit; else None.
+
+    spark-submit starts the JVM first and hands its gateway to Python (`PYSPARK_GATEWAY_PORT`), with
+    the master in the JVM's Spark properties; without this, `builder.master(...)` would replace a
+    cluster master with `local[*]`.
+    """
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return None
+    from pyspark import SparkConf
+
+    return SparkConf().get("spark.master", None)
 
 
 def session_settings(config: SparkConfig, master: str) -> dict[str, str]:
