@@ -15,13 +15,13 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # allow `python bench/bench_align.py`
 
+from bench.data import timed  # noqa: E402
 from training.align import concat_right_pad, pick_device, sequence_logprob  # noqa: E402
 from training.flavors import FLAVORS  # noqa: E402
 from training.model import Qwen  # noqa: E402
@@ -39,16 +39,6 @@ def make_batch(args, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     prompts = torch.randint(0, vocab, (rows, args.prompt), generator=gen).tolist()
     responses = torch.randint(0, vocab, (rows, args.response), generator=gen).tolist()
     return concat_right_pad(prompts, responses)
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def run(args) -> dict:

@@ -19,7 +19,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # allow `python bench/bench_train.py`
 
+from bench.data import timed  # noqa: E402
 from training import dist  # noqa: E402
 from training.data import IGNORE, ShardData, StepLoader  # noqa: E402
 from training.metrics import flops_per_token, peak_flops  # noqa: E402
@@ -89,16 +89,6 @@ def hf_side(trainer: Trainer, args):
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
     return step
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def run(args) -> dict:

@@ -47,3 +47,18 @@ def benchmark_warc(data: Path, path: Path, limit: int | None = None, copies: int
                 sink.response(url if copy == 0 else f"{url}#copy{copy}", 200, [("Content-Type", "text/html")],
                               html, fetch_time="2020-01-01T00:00:00Z")
     return path
+
+
+def timed(fn, device) -> float:
+    """Wall seconds of one call of `fn`, CUDA work included (synchronised before and after)."""
+    import time
+
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start

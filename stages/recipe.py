@@ -6,6 +6,7 @@ recipes the same way. Pure Python: no Spark, no torch.
     raw = read_toml(Path("recipe.toml"))                # follows `base = "other.toml"`
     apply_override(raw, "extract.fast=true")
     config = build(ExtractConfig, raw["extract"], "extract")   # unknown keys / wrong types raise
+    tables = load_sections("train.toml", {"optim": OptimConfig, "train": TrainConfig}, ["optim.lr=1e-3"])
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not (sep and dot and section and key):
         raise ConfigError(f"--set expects section.key=value, got {item!r}")
     raw.setdefault(section, {})[key.strip()] = parse_value(text.strip())
+
+
+def load_sections(path: str | Path | None, sections: dict[str, type], overrides: list[str] = ()) -> dict[str, Any]:
+    """A whole recipe whose tables are all registered in `sections` (name -> dataclass): reads it (or
+    nothing when `path` is None), applies the overrides and builds every table (defaults for absent ones)."""
+    raw = read_toml(Path(path)) if path else {}
+    for item in overrides:
+        apply_override(raw, item)
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise ConfigError(f"unknown recipe table(s) {sorted(unknown)} (known: {', '.join(sections)})")
+    return {name: build(cls, raw.get(name, {}), name) for name, cls in sections.items()}
 
 
 def parse_value(text: str) -> Any:

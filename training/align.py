@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from stages.recipe import ConfigError, apply_override, build, read_toml
+from stages.recipe import load_sections
 from training.checkpoint import load_model, save_model
 from training.metrics import MetricsLog, read_metrics
 from training.model import Qwen
@@ -228,13 +228,7 @@ class AlignRecipe:
 
 def load_recipe(path: str | Path | None, sections: dict[str, type], overrides: list[str] = ()) -> AlignRecipe:
     """A TOML recipe (stages/recipe.py rules: base =, section.key=value overrides, unknown keys are errors)."""
-    raw = read_toml(Path(path)) if path else {}
-    for item in overrides:
-        apply_override(raw, item)
-    unknown = set(raw) - set(sections)
-    if unknown:
-        raise ConfigError(f"unknown recipe table(s) {sorted(unknown)} (known: {', '.join(sections)})")
-    return AlignRecipe({name: build(cls, raw.get(name, {}), name) for name, cls in sections.items()})
+    return AlignRecipe(load_sections(path, sections, overrides))
 
 
 def stage_args(module: str, doc: str | None = None, recipe: str | None = None) -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stages.recipe import ConfigError, apply_override, build, read_toml
+from stages.recipe import ConfigError, load_sections
 from training import checkpoint as ckpt
 from training import dist
 from training.data import IGNORE, ShardData, StepLoader, eval_batches
@@ -98,13 +98,7 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "Recipe":
-        raw = read_toml(Path(path)) if path else {}
-        for item in overrides:
-            apply_override(raw, item)
-        unknown = set(raw) - set(SECTIONS)
-        if unknown:
-            raise ConfigError(f"unknown recipe table(s) {sorted(unknown)} (known: {', '.join(SECTIONS)})")
-        return cls(**{name: build(c, raw.get(name, {}), name) for name, c in SECTIONS.items()})
+        return cls(**load_sections(path, SECTIONS, overrides))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.recipe import ConfigError, apply_override, build, read_toml
+from stages.recipe import ConfigError, load_sections
 from training.evaluate import report
 from training.evaluate.gsm8k import GSM8KConfig
 from training.evaluate.humaneval import HumanEvalConfig
@@ -45,13 +45,7 @@ SECTIONS = {"eval": EvalConfig, "ppl": PerplexityConfig, "mmlu": MMLUConfig, "gs
 
 
 def load_recipe(path: str | Path | None, overrides: list[str]) -> dict:
-    raw = read_toml(Path(path)) if path else {}
-    for item in overrides:
-        apply_override(raw, item)
-    unknown = set(raw) - set(SECTIONS)
-    if unknown:
-        raise ConfigError(f"unknown recipe table(s) {sorted(unknown)} (known: {', '.join(SECTIONS)})")
-    return {name: build(cls, raw.get(name, {}), name) for name, cls in SECTIONS.items()}
+    return load_sections(path, SECTIONS, overrides)
 
 
 def data_root(cfg: EvalConfig) -> Path:
