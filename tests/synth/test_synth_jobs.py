@@ -151,6 +151,18 @@ def test_rejection_job(spark, tmp_path, math_ckpt, tok):
     manifest = json.loads((out / "preference" / "manifest.json").read_text())
     assert manifest["kind"] == "preference" and manifest["splits"]["train"]["rows"] == 1
     assert all((out / d / "_SUCCESS").exists() for d in ("samples", "sft", "preference"))
+    trains_on(out, math_ckpt, tmp_path)
+
+
+def trains_on(out, ckpt, tmp_path):
+    """The SFT and DPO trainers read the synthesised shards as they are (one step each)."""
+    from training import dpo, sft
+
+    common = ["--init", str(ckpt), "--set", "train.steps=1", "--set", "train.device=\"cpu\""]
+    done = sft.main(["--data", str(out / "sft"), "--out", str(tmp_path / "sft"), *common])
+    assert done["steps"] == 1 and (tmp_path / "sft" / "final").is_dir()
+    done = dpo.main(["--data", str(out / "preference"), "--out", str(tmp_path / "dpo"), *common])
+    assert done["steps"] == 1 and (tmp_path / "dpo" / "final").is_dir()
 
 
 @pytest.mark.spark
