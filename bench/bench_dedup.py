@@ -10,7 +10,7 @@
    highest J to any other is <= 0.5 that were removed.
 2. Signature speed, one process: `stages.minhash.signatures` against datasketch `MinHash` (default
    seed and scheme, same num_perm, same documents, same shingles) fed with `update` per shingle (its
-   documented use) and with `update_batch`, in documents per second.
+   documented use) and with `update_batch`, in documents per second (each warmed up once, median of 5).
 3. Scaling: the whole dedup job on N and 4N documents (windows of the same corpus), warm session.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -108,28 +109,38 @@ def quality(spark, lines: list[str], work: Path) -> dict:
             "params": f"{config.num_perm} perms = {config.bands} bands x {config.rows} rows, word {config.ngram}-grams"}
 
 
-def signature_speed(lines: list[str], docs: int) -> dict:
+def signature_speed(lines: list[str], docs: int, repeats: int = 5) -> dict:
+    """Documents per second of each implementation: one warm-up run each on the same documents (our
+    punctuation table and permutations and datasketch's are built once per process, and the first run
+    also pays the page faults of its arrays), then the median of `repeats` timed runs."""
     texts = (lines * (docs // len(lines) + 1))[:docs]
     num_perm = DedupConfig().num_perm
     params = DedupConfig().minhash()
-    timings = {}
-    started = time.perf_counter()
-    signatures(texts, params)
-    timings["qwenforge signatures (batch)"] = time.perf_counter() - started
-    started = time.perf_counter()
-    for text in texts:
-        m = MinHash(num_perm=num_perm)
-        for s in shingles(text, params):
-            m.update(s)
-    timings["datasketch MinHash.update per shingle"] = time.perf_counter() - started
-    started = time.perf_counter()
-    for text in texts:
-        MinHash(num_perm=num_perm).update_batch(list(shingles(text, params)))
-    timings["datasketch MinHash.update_batch"] = time.perf_counter() - started
+
+    def per_shingle():
+        for text in texts:
+            m = MinHash(num_perm=num_perm)
+            for s in shingles(text, params):
+                m.update(s)
+
+    def batch():
+        for text in texts:
+            MinHash(num_perm=num_perm).update_batch(list(shingles(text, params)))
+
+    runs = {"qwenforge signatures (batch)": lambda: signatures(texts, params),
+            "datasketch MinHash.update per shingle": per_shingle, "datasketch MinHash.update_batch": batch}
+    timings = {name: statistics.median([_seconds(fn) for _ in range(repeats + 1)][1:]) for name, fn in runs.items()}
     ours = timings["qwenforge signatures (batch)"]
-    return {"docs": docs, "num_perm": num_perm, "shingles": sum(len(shingles(t, params)) for t in texts),
+    return {"docs": docs, "num_perm": num_perm, "repeats": repeats,
+            "shingles": sum(len(shingles(t, params)) for t in texts),
             "results": {k: {"seconds": round(v, 3), "docs_per_s": round(docs / v, 1), "speedup": round(v / ours, 2)}
                         for k, v in timings.items()}}
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def windows(lines: list[str], n: int, seed: int = 1, size: int = 80) -> list[dict]:
@@ -156,7 +167,7 @@ def markdown(r: dict) -> str:
              f"| removed among documents with max Jaccard <= 0.5 ({q['distinct_docs_j_le_05']}) | "
              f"{q['distinct_removed']} ({100 * q['distinct_removed_frac']:.2f}%) | <= 1% |", "",
              f"### MinHash signatures, one process ({s['docs']} documents, {s['shingles']:,} shingles, "
-             f"num_perm {s['num_perm']})", "", "| implementation | seconds | docs/s | our speedup |", "|---|---|---|---|"]
+             f"num_perm {s['num_perm']}; warm, median of {s['repeats']})", "", "| implementation | seconds | docs/s | our speedup |", "|---|---|---|---|"]
     for name, v in s["results"].items():
         lines.append(f"| {name} | {v['seconds']} | {v['docs_per_s']} | {v['speedup']}x |")
     lines += ["", f"### Dedup job scaling (local Spark, {c['cores']} cores, warm session)", "",

@@ -14,7 +14,7 @@ scheme=...)` and `MinHashLSH(params=(bands, rows))`. The permutation schemes are
 
 sha1_32 is the first 4 bytes of SHA-1, little-endian. a, b are drawn from `np.random.RandomState(seed)`
 in datasketch's order. The speed comes from never building word shingles as Python objects (their
-spans in the batch's joined UTF-8 text are found with numpy and SHA-1 reads them in place), hashing a
+spans in the batch's joined UTF-8 text are found with numpy and sliced straight into SHA-1), hashing a
 whole batch's shingles into one array, and taking the per-document minimum of a (shingles x num_perm)
 matrix with `np.minimum.reduceat`, in chunks. SHA-1 per shingle (needed for datasketch compatibility)
 is then most of the cost.
@@ -92,9 +92,17 @@ def _gauss_legendre(lo: float, hi: float, degree: int) -> tuple[np.ndarray, np.n
 
 
 def normalize_text(text: str) -> str:
-    """NFC, case folded, Unicode punctuation (categories P*) replaced by spaces, whitespace collapsed."""
+    """NFC, case folded, Unicode punctuation (categories P*) replaced by spaces, whitespace collapsed.
+
+    ASCII text takes a byte-level path with the same result (NFC is the identity there, casefold is
+    lower, and the ASCII P* characters are replaced with a 256-byte table)."""
+    if text.isascii():
+        return " ".join(text.encode().lower().translate(_ASCII_PUNCTUATION).decode().split())
     folded = unicodedata.normalize("NFC", text).casefold()
     return " ".join(folded.translate(_punctuation_table()).split())
+
+
+_ASCII_PUNCTUATION = bytes(32 if unicodedata.category(chr(c)).startswith("P") else c for c in range(256))
 
 
 @lru_cache(maxsize=1)
@@ -198,10 +206,12 @@ def _word_shingle_hashes(encoded: list[bytes], n: int) -> tuple[np.ndarray, np.n
     s = np.concatenate([starts[full], starts[first[short]]])
     e = np.concatenate([ends[full + n - 1], ends[first[short] + words[short] - 1]])
     owner = np.concatenate([doc[full], short])
-    order = np.argsort(owner, kind="stable")
-    sha1, view = hashlib.sha1, memoryview(big)
-    digests = b"".join([sha1(view[x:y]).digest() for x, y in zip(s[order].tolist(), e[order].tolist())])
-    return np.frombuffer(digests, "<u4").reshape(-1, 5)[:, 0].astype(np.uint32), owner[order]
+    if len(short):   # the short texts' shingles were appended: back into text order
+        order = np.argsort(owner, kind="stable")
+        s, e, owner = s[order], e[order], owner[order]
+    sha1 = hashlib.sha1
+    digests = b"".join([sha1(big[x:y]).digest() for x, y in zip(s.tolist(), e.tolist())])
+    return np.frombuffer(digests, "<u4").reshape(-1, 5)[:, 0].astype(np.uint32), owner
 
 
 def signatures_of_shingles(sets: list, params: MinHashParams = MinHashParams()) -> np.ndarray:

@@ -139,3 +139,21 @@ def test_dedup_keys_batch_keeps_columns_and_drops_text():
     assert [r["x"] for r in out] == [3, 4] and "text" not in out[0] and "url" not in out[0]
     assert out[0]["_url_key"] == "http://a.com/" and out[0]["_length"] == 11 and len(out[0]["_bands"]) == 4
     assert out[1]["_text_key"] is None and out[1]["_bands"] is None and out[1]["_url_key"] is None
+
+
+def test_ascii_fast_path_of_normalize_text_equals_the_unicode_rule():
+    """ASCII text skips NFC and the big translate table; the result must be the rule written out here."""
+    import random
+    import unicodedata
+
+    from stages.minhash import normalize_text
+
+    def rule(text):
+        cleaned = "".join(" " if unicodedata.category(c).startswith("P") else c
+                          for c in unicodedata.normalize("NFC", text).casefold())
+        return " ".join(cleaned.split())
+
+    rng = random.Random(0)
+    texts = ["".join(chr(rng.randrange(128)) for _ in range(60)) for _ in range(3000)]
+    texts += [f"{chr(c)}Ab{chr(c)}" for c in range(128)]
+    assert all(normalize_text(t) == rule(t) for t in texts)
