@@ -137,6 +137,14 @@ def test_init_continues_from_a_checkpoint(shards, tmp_path):
     assert ckpt.load_model(tmp_path / "more" / "final").cfg == ckpt.load_model(tmp_path / "base" / "final").cfg
 
 
+def test_a_fresh_run_into_an_old_folder_replaces_its_metrics(shards, tmp_path):
+    main(recipe_args(shards, tmp_path / "run", "train.steps=3"))
+    first = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    main(recipe_args(shards, tmp_path / "run", "train.steps=3"))
+    again = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(again) == len(first) and [r["step"] for r in again] == [r["step"] for r in first]
+
+
 def reference_loss(model, rows) -> float:
     """Mean next-token loss computed document by document (no packing, no mask), for the same rows."""
     total, count = 0.0, 0
