@@ -12,6 +12,7 @@ root) is for models that do not fit one device; its checkpoints go through
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 
@@ -71,12 +72,19 @@ def distributed(device: str = "auto"):
     env = Env(rank, world, local, pick_device(device, local))
     if world > 1 and not td.is_initialized():
         td.init_process_group("nccl" if env.device.type == "cuda" else "gloo")
-        try:
-            yield env
-        finally:
-            td.destroy_process_group()
+        yield env   # on an error, no teardown: destroying a group while a peer is mid-collective can hang
+        close_group()
     else:
         yield env
+
+
+def close_group() -> None:
+    """Tears the process group down once every rank got here, after collecting the FSDP2 state that refers to
+    it. Once in CI, a rank that tore down while its peer was still writing the final checkpoint aborted at exit
+    with gloo's "terminate called without an active exception"."""
+    td.barrier()
+    gc.collect()
+    td.destroy_process_group()
 
 
 def wrap(model: nn.Module, env: Env, fsdp: bool, bf16: bool) -> nn.Module:
