@@ -1,16 +1,20 @@
 """Tokenize throughput: the Spark tokenize job (tokenize, shuffle, pack, write shards) against a plain
-`tiktoken` loop over the same texts, in tokens per second.
+`tiktoken` loop over the same texts on the same cores, in tokens per second.
 
     python -m bench.bench_tokenize --out runs/bench        # also run by `make bench`
 
-Texts: the gold article bodies of the extraction benchmark, repeated `--copies` times (new ids). The job
-is run twice in one session and the second run is timed: Spark's Python workers start and load the
-tokenizer once per executor, a cost a long job pays once (the loop's tokenizer is loaded before timing too).
+Texts: the gold article bodies of the extraction benchmark, repeated `--copies` times (new ids). The
+reference is the plain loop (`encode_ordinary`, one text after another) in one process per core Spark
+uses (local[*]: every core), each over its share of the texts; the ratio is job / that. The loop in one
+process is reported too (the per-core rate). The job runs once untimed (Spark's Python workers start and
+load the tokenizer once per executor, a cost a long job pays once), then `--runs` timed runs: the median
+counts, and the loop is measured between the job runs, so both see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ def corpus(data: Path, copies: int) -> list[dict]:
 
 
 def loop_tokens_per_s(texts: list[str]) -> tuple[int, float]:
+    """Tokens and seconds of the plain loop over `texts` in this process (tokenizer loaded before timing)."""
     encoding = QwenTokenizer().encoding
     encoding.encode_ordinary("warm up")
     started = time.perf_counter()
@@ -31,43 +36,69 @@ def loop_tokens_per_s(texts: list[str]) -> tuple[int, float]:
     return tokens, time.perf_counter() - started
 
 
-def job_seconds(rows: list[dict], work: Path) -> tuple[float, dict]:
+def parallel_loop(texts: list[str], processes: int) -> tuple[int, float]:
+    """The plain loop in `processes` processes at once, each over every processes-th text: tokens and the
+    slowest process's seconds (process start and tokenizer loading excluded, as for one process)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(loop_tokens_per_s, [texts[i::processes] for i in range(processes)]))
+    return sum(n for n, _ in parts), max(s for _, s in parts)
+
+
+def job_runs(rows: list[dict], work: Path, runs: int) -> tuple[list[float], list[float], dict, int]:
+    """Seconds of `runs` timed tokenize jobs (after one untimed), the loop's seconds on the same cores
+    measured after each, the last job's stats and the cores Spark used."""
     from jobs import tokenize
     from pipeline import io
     from pipeline.spark import SparkConfig, spark_session
 
+    texts, job_s, loop_s = [r["text"] for r in rows], [], []
     with spark_session("bench-tokenize", SparkConfig()) as spark:
+        cores = spark.sparkContext.defaultParallelism
         io.write_docs(spark, [tuple(r.values()) for r in rows], str(work / "docs"))
         argv = ["--input", str(work / "docs"), "--output", str(work / "shards")]
         tokenize.main(argv)  # warm-up: Python workers start and load the tokenizer once per executor
-        started = time.perf_counter()
-        stats = tokenize.main(argv)
-        return time.perf_counter() - started, stats
+        for _ in range(runs):
+            started = time.perf_counter()
+            stats = tokenize.main(argv)
+            job_s.append(time.perf_counter() - started)
+            loop_s.append(parallel_loop(texts, cores)[1])
+    return job_s, loop_s, stats, cores
 
 
 def markdown(r: dict) -> str:
     return "\n".join([
-        f"### Tokenize throughput ({r['docs']} documents, {r['tokens']:,} tokens)", "",
+        f"### Tokenize throughput ({r['docs']} documents, {r['tokens']:,} tokens, {r['cores']} cores)", "",
         "| run | seconds | tokens/s |", "|---|---|---|",
-        f"| plain tiktoken loop (`encode_ordinary`, 1 process) | {r['loop_s']} | {r['loop_tokens_per_s']:,.0f} |",
-        f"| tokenize job on local Spark (tokenize, shuffle, pack, write) | {r['job_s']} | {r['job_tokens_per_s']:,.0f} |",
-        f"| ratio job / loop | | **{r['ratio']}x** |", ""])
+        f"| plain tiktoken loop (`encode_ordinary`), 1 process | {r['loop_1_s']} | {r['loop_1_tokens_per_s']:,.0f} |",
+        f"| the same loop, {r['cores']} processes (the job's cores), median of {r['runs']} | {r['loop_s']} | "
+        f"{r['loop_tokens_per_s']:,.0f} |",
+        f"| tokenize job on local Spark (read, tokenize, shuffle, pack, write), median of {r['runs']} | {r['job_s']} | "
+        f"{r['job_tokens_per_s']:,.0f} |",
+        f"| ratio job / loop on the same cores (runs: {', '.join(map(str, r['ratios']))}) | | **{r['ratio']}x** |",
+        f"| ratio job / loop in 1 process | | {r['ratio_1_process']}x |", ""])
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="bench.bench_tokenize", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--copies", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = corpus(shared_data(), args.copies)
-    tokens, loop_s = loop_tokens_per_s([r["text"] for r in rows])
-    job_s, stats = job_seconds(rows, out / "tokenize-work")
+    tokens, loop_1 = loop_tokens_per_s([r["text"] for r in rows])
+    job_s, loop_s, stats, cores = job_runs(rows, out / "tokenize-work", args.runs)
     job_tokens = stats["manifest"]["splits"]["train"]["tokens"] + stats["manifest"]["splits"]["valid"]["tokens"]
-    result = {"docs": len(rows), "tokens": tokens, "loop_s": round(loop_s, 2), "job_s": round(job_s, 2),
-              "loop_tokens_per_s": tokens / loop_s, "job_tokens_per_s": job_tokens / job_s,
-              "ratio": round((job_tokens / job_s) / (tokens / loop_s), 2)}
+    job, loop = statistics.median(job_s), statistics.median(loop_s)
+    result = {"docs": len(rows), "tokens": tokens, "cores": cores, "runs": args.runs,
+              "loop_1_s": round(loop_1, 2), "loop_1_tokens_per_s": tokens / loop_1,
+              "loop_s": round(loop, 2), "loop_tokens_per_s": tokens / loop, "job_s": round(job, 2),
+              "job_tokens_per_s": job_tokens / job, "ratio": round(loop / job * job_tokens / tokens, 2),
+              "ratios": [round(b / a * job_tokens / tokens, 2) for a, b in zip(job_s, loop_s)],
+              "ratio_1_process": round(loop_1 / job * job_tokens / tokens, 2)}
     return save_result(out, "tokenize", result, markdown(result))
 
 

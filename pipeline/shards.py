@@ -45,9 +45,18 @@ def pack(docs, config: TokenizeConfig):
     Hash-partitioned on the seeded key and sorted inside each partition (no sampling pass, every core packs).
     """
     ordered = (docs.select("split", "source", "shuffle_key", "input_ids")
-               .repartition("shuffle_key").sortWithinPartitions("split", "source", "shuffle_key")
+               .repartition(_partitions(docs.sparkSession), "shuffle_key")
+               .sortWithinPartitions("split", "source", "shuffle_key")
                .select("split", "source", "input_ids"))
     return ordered.mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA))
+
+
+def _partitions(spark) -> int:
+    """spark.sql.shuffle.partitions rounded up to whole waves of the cluster's cores. Given explicitly, so
+    adaptive execution does not coalesce them into a last wave that leaves cores idle (3 tasks on 2 cores)."""
+    cores = spark.sparkContext.defaultParallelism
+    wanted = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    return -(-wanted // cores) * cores
 
 
 def repack_tails(tails, config: TokenizeConfig):

@@ -66,14 +66,11 @@ class Tokenize(BatchStage):
 
     def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * batch.num_rows
-        ids = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
-        lengths = np.array([len(x) + 1 if x else 0 for x in ids], dtype=np.int32)
-        values = np.empty(int(lengths.sum()), dtype=np.int32)
+        docs = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
+        lengths = np.array([len(x) + 1 if len(x) else 0 for x in docs], dtype=np.int32)
         ends = np.cumsum(lengths)
-        for doc, end, n in zip(ids, ends, lengths):
-            if n:
-                values[end - n:end - 1] = doc
-        values[ends[lengths > 0] - 1] = ENDOFTEXT_ID
+        eos = np.array([ENDOFTEXT_ID], np.int32)
+        values = np.concatenate([part for doc in docs if len(doc) for part in (doc, eos)] or [np.empty(0, np.int32)])
         offsets = pa.array(np.concatenate([[0], ends]).astype(np.int32), pa.int32())
         empty = lengths == 0
         keys = [self.key(i) for i in batch.column("id").to_pylist()]
@@ -88,11 +85,11 @@ class Tokenize(BatchStage):
         }
         return self.with_columns(batch, added)
 
-    def encode(self, text: str, source: str | None) -> list[int]:
-        """Web text literally; ChatML documents (the recipe's `chatml_sources`) with their special tokens."""
-        if source in self.config.chatml_sources:
-            return self.tokenizer.encode(text, allowed_special={IM_START, IM_END})
-        return self.tokenizer.encoding.encode_ordinary(text)
+    def encode(self, text: str, source: str | None) -> np.ndarray:
+        """Token ids as int32. Web text literally; ChatML documents (the recipe's `chatml_sources`) with their
+        special tokens. tiktoken's `encode_to_numpy` skips the Python list (ids < 2**31, so the view is exact)."""
+        allowed = {IM_START, IM_END} if source in self.config.chatml_sources else set()
+        return self.tokenizer.encoding.encode_to_numpy(text, allowed_special=allowed, disallowed_special=()).view(np.int32)
 
     def key(self, doc_id: str) -> str:
         return hashlib.sha1(f"{self.config.seed}\0{doc_id}".encode()).hexdigest()
