@@ -12,8 +12,10 @@ Layout (committed atomically like every stage folder):
 
 Documents are hash-partitioned on a seeded hash of their id and sorted inside each partition by
 (split, source, hash), so each partition packs contiguous runs of a shuffled order, and written in
-the same pass; the short row each partition leaves per group is set aside, re-packed in one task
-with the others and added, so at most one short row per (split, source) remains.
+the same pass; the short row each partition leaves per group is set aside, re-packed with the others
+and added, so at most one short row per (split, source) remains. The tasks write their rows with
+pyarrow (pipeline/shard_files.py; `tokenize.writer = "arrow"`, the default) or hand them to Spark's
+Parquet writer (`"spark"`, any Hadoop file system, slower); both give the same rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from pipeline import io, runner, schemas
+from pipeline import io, runner, schemas, shard_files
 from stages.packing import SHARD_SCHEMA, Tokenize, TokenizeConfig, pack_batches
 from stages.tokenizer import QwenTokenizer
 
@@ -38,17 +40,19 @@ def _packer(seq_len: int):
     return run
 
 
-def pack(docs, config: TokenizeConfig):
-    """Tokenized documents (split, source, shuffle_key, input_ids) -> packed rows (SHARD_SCHEMA), the
-    short last row of each (partition, split, source) flagged `partial`.
+def shuffled(docs):
+    """Tokenized documents (split, source, shuffle_key, input_ids) hash-partitioned on the seeded key and
+    sorted inside each partition by (split, source, key): no sampling pass, every core packs."""
+    return (docs.select("split", "source", "shuffle_key", "input_ids")
+            .repartition(_partitions(docs.sparkSession), "shuffle_key")
+            .sortWithinPartitions("split", "source", "shuffle_key")
+            .select("split", "source", "input_ids"))
 
-    Hash-partitioned on the seeded key and sorted inside each partition (no sampling pass, every core packs).
-    """
-    ordered = (docs.select("split", "source", "shuffle_key", "input_ids")
-               .repartition(_partitions(docs.sparkSession), "shuffle_key")
-               .sortWithinPartitions("split", "source", "shuffle_key")
-               .select("split", "source", "input_ids"))
-    return ordered.mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA))
+
+def pack(docs, config: TokenizeConfig):
+    """Tokenized documents -> packed rows (SHARD_SCHEMA), the short last row of each (partition, split,
+    source) flagged `partial` (the Spark-writer path)."""
+    return shuffled(docs).mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA))
 
 
 def _partitions(spark) -> int:
@@ -104,7 +108,10 @@ def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dic
     """Packs and writes shards with `manifest.json` and `_stats.json`; returns the stats (with the manifest)."""
     spark, started = tokenized.sparkSession, time.time()
     with io.staged_output(spark, output) as tmp:
-        write_rows(pack(tokenized, config), tmp, config)
+        if config.writer == "spark":
+            write_rows(pack(tokenized, config), tmp, config)
+        else:
+            shard_files.write_packed(shuffled(tokenized), tmp, config)
         manifest = _manifest(spark, tmp, config)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)

@@ -48,6 +48,11 @@ class TokenizeConfig:
     row_group_rows: int = 512  # rows per Parquet row group (several per file)
     file_rows: int = 8192  # rows per shard file at most
     chatml_sources: tuple[str, ...] = ("instruct",)  # sources whose ChatML markers are special tokens
+    writer: str = "arrow"  # "arrow": tasks write shards with pyarrow; "spark": Spark's Parquet writer (any FS)
+
+    def __post_init__(self):
+        if self.writer not in ("arrow", "spark"):
+            raise ValueError(f"tokenize.writer must be 'arrow' or 'spark', not {self.writer!r}")
 
 
 class Tokenize(BatchStage):

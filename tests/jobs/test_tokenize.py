@@ -61,6 +61,48 @@ def test_rerun_is_identical(spark, docs_stage, tmp_path):
     assert read(tmp_path / "a") == read(tmp_path / "b")
 
 
+def shard_rows(folder):
+    rows = [r for f in sorted(folder.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return sorted(rows, key=lambda r: (r["source"], r["partial"], r["input_ids"]))
+
+
+def test_arrow_and_spark_writers_give_the_same_shards(spark, docs_stage, tmp_path):
+    """The default writer (tasks write with pyarrow) equals Spark's Parquet writer row for row, with row
+    groups of exactly row_group_rows (the last of a file shorter) and files of at most file_rows."""
+    docs, _ = docs_stage
+    sets = ("--set", "tokenize.file_rows=40")
+    arrow = run(docs, tmp_path / "arrow", *sets)
+    spark_written = run(docs, tmp_path / "spark", *sets, "--set", "tokenize.writer=spark")
+    for split in ("train", "valid"):
+        assert shard_rows(tmp_path / "arrow" / split) == shard_rows(tmp_path / "spark" / split)
+        for f in (tmp_path / "arrow" / split).glob("*.parquet"):
+            meta = pq.ParquetFile(f).metadata
+            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            assert meta.num_rows <= 40 and all(n == 16 for n in sizes[:-1]) and 0 < sizes[-1] <= 16, (f.name, sizes)
+    drop = lambda m: {k: {**v, "files": None} for k, v in m["splits"].items()}
+    assert drop(arrow["manifest"]) == drop(spark_written["manifest"])
+    assert arrow["manifest"]["splits"]["train"]["files"] > 2
+
+
+def test_files_no_task_reported_are_removed(spark, docs_stage, tmp_path):
+    """What a failed task attempt left in the temporary folder does not reach the output."""
+    from pipeline import runner, shard_files, shards
+    from stages.packing import Tokenize, TokenizeConfig
+
+    docs, _ = docs_stage
+    config = TokenizeConfig(seq_len=256)
+    tmp = tmp_path / "tmp"
+    (tmp / "train").mkdir(parents=True)
+    stray = tmp / "train" / "part-00000-t999-000.zstd.parquet"
+    stray.write_bytes(b"half a file")
+    docs_df = io.read_stage(spark, str(docs)).select("id", "text", "source")
+    tokenized = runner.apply(docs_df, Tokenize(config), 64).filter("drop_reason IS NULL")
+    shard_files.write_packed(shards.shuffled(tokenized), str(tmp), config)
+    assert not stray.exists() and list((tmp / "train").glob("part-0*"))
+    with pytest.raises(ValueError, match="tokenize.writer = 'spark'"):
+        shard_files.arrow_filesystem("abfss://container@account.dfs.core.windows.net/shards")
+
+
 def test_train_tokenizer_job(spark, docs_stage, tmp_path):
     from tokenizers import Tokenizer
 
