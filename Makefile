@@ -54,6 +54,10 @@ JOB = $(PY) -m tools.dist --out $(DIST) --no-env --quiet && QWEN_LID_MODEL=$(QWE
   QWEN_TIKTOKEN=$(QWEN_TIKTOKEN) $(VENV)/bin/spark-submit --master $(MASTER) $(CLUSTER_ARGS) $(SPARK_ARGS) \
   $(DIST)/submit.py $(1) $(COMMON)
 endif
+# The synthesis jobs run a model on executors: on a cluster they go through the same submit (dotted
+# module names), with torch in the packed environment (make dist DIST_ARGS=--torch) and CKPT on a path
+# every node can read.
+SYNTH = $(if $(CLUSTER),$(call JOB,synth.$(1)),$(PY) -m synth.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON))
 
 SYNTH_TARGETS = sft rm ppo dpo online-dpo code-qwen math-qwen eval train-report code synth-select synth-evolve synth-math synth-code
 .PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
@@ -131,7 +135,6 @@ tokenize: setup
 train-tokenizer: setup
 	$(call JOB,train_tokenizer) --input $(ROOT)/dedup --output $(ROOT)/tokenizer
 
-SYNTH = $(PY) -m synth.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON)
 STDLIB = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 
 code: setup
@@ -221,7 +224,7 @@ DIST ?= dist
 comma := ,
 HASH := \#
 dist: setup  # what executors need on a cluster: dist/qwenforge.zip, dist/assets.tar.gz, dist/env.tar.gz
-	$(PY) -m tools.dist --out $(DIST)
+	$(PY) -m tools.dist --out $(DIST) $(DIST_ARGS)
 
 clean:
 	rm -rf runs dist spark-warehouse metastore_db derby.log .pytest_cache

@@ -20,9 +20,10 @@ from pipeline.spark import resolve_master
 from pipeline.version import code_version
 
 
-def stage_args(stage: str, description: str, input_required: bool = True) -> argparse.ArgumentParser:
+def stage_args(stage: str, description: str, input_required: bool = True,
+               package: str = "jobs") -> argparse.ArgumentParser:
     """The common flags; training jobs whose sources come from the recipe pass input_required=False."""
-    parser = argparse.ArgumentParser(prog=f"jobs.{stage}", description=description)
+    parser = argparse.ArgumentParser(prog=f"{package}.{stage}", description=description)
     parser.add_argument("--input", nargs="+", required=input_required, help="input path(s), globs or stage folder")
     parser.add_argument("--output", required=True, help=f"output folder, e.g. runs/demo/{stage}")
     parser.add_argument("--recipe", default=None, help="TOML recipe (default: pipeline/recipes/default.toml)")

@@ -56,11 +56,10 @@ def pack(docs, config: TokenizeConfig):
 
 
 def _partitions(spark) -> int:
-    """spark.sql.shuffle.partitions rounded up to whole waves of the cluster's cores. Given explicitly, so
-    adaptive execution does not coalesce them into a last wave that leaves cores idle (3 tasks on 2 cores)."""
-    cores = spark.sparkContext.defaultParallelism
-    wanted = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    return -(-wanted // cores) * cores
+    """spark.sql.shuffle.partitions, given explicitly: adaptive execution does not coalesce them (into a
+    last wave that leaves cores idle, e.g. 3 tasks on 2 cores), and the packing depends only on this
+    number and the seed, never on the executors or the data size."""
+    return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
 def repack_tails(tails, config: TokenizeConfig):

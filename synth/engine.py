@@ -93,6 +93,7 @@ class ModelStage(Stage):
     def __init__(self, model_path: str, config: SynthConfig, device: str = "auto", dtype: str = "",
                  threads: int = 0):
         self.model_path, self.config, self.device, self.dtype, self.threads = model_path, config, device, dtype, threads
+        self.tokenizer = QwenTokenizer(config.tokenizer or None)  # its path resolved here, on the driver
         self._sampler = None
 
     def __getstate__(self):
@@ -106,7 +107,7 @@ class ModelStage(Stage):
 
                 torch.set_num_threads(self.threads)
             model = load_checkpoint(self.model_path, self.device, self.dtype)
-            self._sampler = ModelSampler(model, self.config, QwenTokenizer(self.config.tokenizer or None))
+            self._sampler = ModelSampler(model, self.config, self.tokenizer)
         return self._sampler
 
     def chunks(self, docs: Iterable[Doc]) -> Iterator[list[Doc]]:
@@ -220,7 +221,7 @@ def read_prompts(spark, inputs: list[str], limit: int = 0):
 
 
 def job_args(name: str, description: str, model: bool = True):
-    parser = cli.stage_args(name, description)
+    parser = cli.stage_args(name, description, package="synth")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N input rows (0: all)")
     if model:
         parser.add_argument("--model", required=True, help="checkpoint folder (ours) or Hugging Face Qwen2 directory")

@@ -3,12 +3,13 @@
     python -m tools.dist                        # run by `make dist`: the four files below (~20 s)
     python -m tools.dist --no-env               # all but env.tar.gz (under a second; every cluster submit)
     python -m tools.dist --python /usr/bin/python3.11   # the interpreter path on the nodes, if not the same
+    python -m tools.dist --torch                # env.tar.gz with torch too: for the synth.* jobs (make dist DIST_ARGS=--torch)
 
 | file                | spark-submit flag                      | what it is                                        |
 |---------------------|----------------------------------------|---------------------------------------------------|
-| dist/submit.py      | the application file                   | runs `jobs.<stage>` from the zip: `spark-submit ... dist/submit.py extract --input ...` |
-| dist/qwenforge.zip  | `--py-files`                           | `pipeline/`, `stages/`, `jobs/` (+ recipes), reproducible bytes |
-| dist/env.tar.gz     | `--archives dist/env.tar.gz#env`       | a relocatable copy of the virtual environment with the executors' runtime packages only (no torch, no pyspark: the node's Spark supplies its own), run as `./env/bin/python` |
+| dist/submit.py      | the application file                   | runs `jobs.<stage>` (or a dotted module such as `synth.rejection`) from the zip: `spark-submit ... dist/submit.py extract --input ...` |
+| dist/qwenforge.zip  | `--py-files`                           | `pipeline/`, `stages/`, `jobs/`, `training/`, `synth/` (+ recipes), reproducible bytes |
+| dist/env.tar.gz     | `--archives dist/env.tar.gz#env`       | a relocatable copy of the virtual environment with the executors' runtime packages only (no pyspark: the node's Spark supplies its own; torch only with `--torch`, for the synthesis jobs that run a model on executors), run as `./env/bin/python` |
 | dist/assets.tar.gz  | `--archives dist/assets.tar.gz#assets` | fastText LID model and Qwen BPE ranks (tools/assets.py), unpacked as `./assets/` in each executor's working folder |
 
 `make <stage>` with a cluster `MASTER` sets `QWEN_LID_MODEL=assets/lid.176.ftz` and
@@ -42,7 +43,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
-PACKAGES = ("pipeline", "stages", "jobs")
+PACKAGES = ("pipeline", "stages", "jobs", "training", "synth")  # training/ and synth/: the synth.* jobs
 ASSETS = ("lid.176.ftz", "qwen.tiktoken")
 SKIP = {"torch", "pyspark", "matplotlib", "qwenforge"}  # training-only, or supplied by the node's Spark
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed member times: the same code gives the same zip bytes
@@ -81,7 +82,8 @@ def build_assets(out: Path, assets: Path = ROOT / "assets") -> Path:
     return out
 
 
-LAUNCHER = '''"""spark-submit entry point (written by tools/dist.py): `submit.py STAGE ARGS...` runs jobs.STAGE.
+LAUNCHER = '''"""spark-submit entry point (written by tools/dist.py): `submit.py STAGE ARGS...` runs jobs.STAGE
+(a dotted name, such as synth.rejection, runs that module).
 
 Submitting jobs/STAGE.py itself would put jobs/ first on sys.path, where jobs/tokenize.py hides the
 standard library's `tokenize` (imported by logging), so the driver could not start.
@@ -90,8 +92,9 @@ import runpy
 import sys
 
 stage = sys.argv.pop(1)
-sys.argv[0] = f"jobs/{stage}.py"
-runpy.run_module(f"jobs.{stage}", run_name="__main__", alter_sys=True)
+module = stage if "." in stage else f"jobs.{stage}"
+sys.argv[0] = module.replace(".", "/") + ".py"
+runpy.run_module(module, run_name="__main__", alter_sys=True)
 '''
 
 
@@ -154,15 +157,17 @@ def _add_link(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
-def build_env(out: Path, python: str = "", level: int = 1) -> tuple[Path, int]:
+def build_env(out: Path, python: str = "", level: int = 1, torch: bool = False) -> tuple[Path, int]:
     """Writes the `--archives` environment; returns its path and the number of files in it.
 
-    `python`: the base interpreter on the nodes (default: this venv's base interpreter).
+    `python`: the base interpreter on the nodes (default: this venv's base interpreter); `torch`: add
+    torch and what it needs (the synthesis jobs load a model on executors).
     """
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
     base = python or os.path.join(sys.base_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    files = site_files(runtime_closure(project_requirements()), site)
+    roots, skip = (project_requirements() + ["torch"], SKIP - {"torch"}) if torch else (project_requirements(), SKIP)
+    files = site_files(runtime_closure(roots, skip), site)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     with tarfile.open(partial, "w:gz", compresslevel=level) as tar:
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--python", default="", help="base interpreter path on the nodes (default: this one's)")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
     parser.add_argument("--level", type=int, default=1, help="gzip level of env.tar.gz (1: fast, 9: small)")
+    parser.add_argument("--torch", action="store_true", help="env.tar.gz with torch (for the synth.* jobs)")
     args = parser.parse_args(argv)
     started, out = time.time(), Path(args.out)
     say = (lambda *_: None) if args.quiet else print
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     build_launcher(out / "submit.py")
     say(f"dist: {code} ({code.stat().st_size:,} B, {len(code_files())} files), {assets}, {out / 'submit.py'}")
     if not args.no_env:
-        env, n = build_env(out / "env.tar.gz", args.python, args.level)
+        env, n = build_env(out / "env.tar.gz", args.python, args.level, args.torch)
         say(f"dist: {env} ({env.stat().st_size:,} B, {n} files)")
     say(f"dist: done in {time.time() - started:.1f} s")
 

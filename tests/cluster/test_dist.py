@@ -22,10 +22,11 @@ def test_code_zip_is_reproducible_and_importable(tmp_path):
     a, b = dist.build_zip(tmp_path / "a.zip"), dist.build_zip(tmp_path / "b.zip")
     assert a.read_bytes() == b.read_bytes()
     names = set(zipfile.ZipFile(a).namelist())
-    expected = {str(p.relative_to(ROOT)) for pkg in ("pipeline", "stages", "jobs") for p in (ROOT / pkg).rglob("*.py")
+    packages = ("pipeline", "stages", "jobs", "training", "synth")
+    expected = {str(p.relative_to(ROOT)) for pkg in packages for p in (ROOT / pkg).rglob("*.py")
                 if "__pycache__" not in p.parts}
     assert expected <= names and "pipeline/recipes/default.toml" in names
-    assert not any(n.startswith(("training/", "tests/")) for n in names)
+    assert not any(n.startswith(("tests/", "bench/", "tools/")) for n in names)
     code = "import stages.tokenizer, jobs.langid; print(stages.tokenizer.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(a)},
                          capture_output=True, text=True, check=True).stdout
@@ -46,6 +47,8 @@ def test_runtime_closure_is_the_project_dependencies_without_training_and_spark(
     assert wanted <= set(closure)
     assert not {"torch", "pyspark", "matplotlib", "pytest", "transformers"} & set(closure)
     assert {"lxml", "numpy"} <= set(closure)  # reached through trafilatura and fasttext
+    with_torch = dist.runtime_closure(dist.project_requirements() + ["torch"], dist.SKIP - {"torch"})
+    assert {"torch", "sympy", "filelock"} <= set(with_torch) and "pyspark" not in with_torch
 
 
 def test_launcher_runs_a_job_module_from_the_zip(tmp_path):
@@ -54,3 +57,12 @@ def test_launcher_runs_a_job_module_from_the_zip(tmp_path):
                          env={"PYTHONPATH": str(code)}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: jobs.langid") and "--output" in out.stdout
+
+
+def test_launcher_runs_a_dotted_module_from_the_zip(tmp_path):
+    """`submit.py synth.rejection ...`: the synthesis jobs go through the same cluster submit."""
+    code, launcher = dist.build_zip(tmp_path / "q.zip"), dist.build_launcher(tmp_path / "submit.py")
+    out = subprocess.run([sys.executable, str(launcher), "synth.rejection", "--help"], cwd=tmp_path,
+                         env={"PYTHONPATH": str(code)}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: synth.rejection") and "--model" in out.stdout
