@@ -114,9 +114,10 @@ def _with_file(batch: pa.RecordBatch, names: list) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([*batch.columns, pa.array(names, pa.string())], schema=RESULT_SCHEMA)
 
 
-def write_packed(ordered, tmp: str, config: TokenizeConfig) -> None:
+def write_packed(ordered, tmp: str, config: TokenizeConfig) -> list[dict]:
     """Sorted documents (split, source, input_ids) -> `<tmp>/{train,valid}/`: the tasks write the full rows,
-    the driver the re-packed short rows; files of failed attempts are removed."""
+    the driver the re-packed short rows; files of failed attempts are removed. Returns the rows, tokens and
+    documents per (split, source), read back from the files."""
     filesystem, root = arrow_filesystem(tmp)
     for split in SPLITS:
         filesystem.create_dir(f"{root}/{split}")
@@ -129,6 +130,17 @@ def write_packed(ordered, tmp: str, config: TokenizeConfig) -> None:
             pq.write_table(SHARD_SCHEMA.empty_table(), f"{root}/{split}/part-empty.zstd.parquet",
                            filesystem=filesystem, compression="zstd")
     _remove_unreported(ordered.sparkSession, tmp, written)
+    return read_counts(filesystem, root, sorted(written))
+
+
+def read_counts(filesystem, root: str, names: list[str]) -> list[dict]:
+    """split, source, rows, tokens, documents per group of the given shard files (small columns only)."""
+    columns = ["split", "source", "n_tokens", "n_docs"]
+    table = pa.concat_tables([pq.read_table(f"{root}/{n}", columns=columns, filesystem=filesystem) for n in names])
+    groups = table.group_by(["split", "source"]).aggregate([("n_tokens", "count"), ("n_tokens", "sum"),
+                                                            ("n_docs", "sum")])
+    names = {"n_tokens_count": "rows", "n_tokens_sum": "tokens", "n_docs_sum": "documents"}
+    return [{names.get(k, k): v for k, v in row.items()} for row in groups.to_pylist()]
 
 
 def _write_tails(filesystem, root: str, rows: pa.Table, config: TokenizeConfig) -> set[str]:

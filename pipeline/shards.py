@@ -109,9 +109,10 @@ def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dic
     with io.staged_output(spark, output) as tmp:
         if config.writer == "spark":
             write_rows(pack(tokenized, config), tmp, config)
+            groups = _spark_counts(spark, tmp)
         else:
-            shard_files.write_packed(shuffled(tokenized), tmp, config)
-        manifest = _manifest(spark, tmp, config)
+            groups = shard_files.write_packed(shuffled(tokenized), tmp, config)
+        manifest = _manifest(spark, tmp, config, groups)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)
         kept = sum(s["documents"] for s in manifest["splits"].values())
@@ -124,14 +125,19 @@ def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dic
     return {**stats, "manifest": manifest}
 
 
-def _manifest(spark, tmp: str, config: TokenizeConfig) -> dict:
-    """Counts read back from the written shards."""
+def _spark_counts(spark, tmp: str) -> list:
+    """Rows, tokens and documents per (split, source), read back from the written shards by Spark."""
     from pyspark.sql import functions as F
 
-    tokenizer = QwenTokenizer(config.tokenizer or None)
     shards = spark.read.parquet(f"{tmp}/train", f"{tmp}/valid")
-    groups = shards.groupBy("split", "source").agg(F.count("*").alias("rows"), F.sum("n_tokens").alias("tokens"),
-                                                   F.sum("n_docs").alias("documents")).collect()
+    return shards.groupBy("split", "source").agg(F.count("*").alias("rows"), F.sum("n_tokens").alias("tokens"),
+                                                 F.sum("n_docs").alias("documents")).collect()
+
+
+def _manifest(spark, tmp: str, config: TokenizeConfig, groups: list) -> dict:
+    """The manifest from the counts read back from the written shards (`groups`: split, source, rows,
+    tokens, documents)."""
+    tokenizer = QwenTokenizer(config.tokenizer or None)
     splits = {}
     for split in ("train", "valid"):
         mine = sorted((g for g in groups if g["split"] == split), key=lambda g: str(g["source"]))
