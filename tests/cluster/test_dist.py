@@ -11,6 +11,7 @@ import tarfile
 import tomllib
 import zipfile
 
+import pytest
 from packaging.requirements import Requirement
 
 from tools import dist
@@ -51,18 +52,12 @@ def test_runtime_closure_is_the_project_dependencies_without_training_and_spark(
     assert {"torch", "sympy", "filelock"} <= set(with_torch) and "pyspark" not in with_torch
 
 
-def test_launcher_runs_a_job_module_from_the_zip(tmp_path):
+@pytest.mark.parametrize("stage, usage, flag", [("langid", "jobs.langid", "--output"),
+                                                ("synth.rejection", "synth.rejection", "--model")])
+def test_launcher_runs_a_module_from_the_zip(tmp_path, stage, usage, flag):
+    """`submit.py langid ...` runs jobs.langid; a dotted name (the synthesis jobs) runs that module."""
     code, launcher = dist.build_zip(tmp_path / "q.zip"), dist.build_launcher(tmp_path / "submit.py")
-    out = subprocess.run([sys.executable, str(launcher), "langid", "--help"], cwd=tmp_path,
+    out = subprocess.run([sys.executable, str(launcher), stage, "--help"], cwd=tmp_path,
                          env={"PYTHONPATH": str(code)}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: jobs.langid") and "--output" in out.stdout
-
-
-def test_launcher_runs_a_dotted_module_from_the_zip(tmp_path):
-    """`submit.py synth.rejection ...`: the synthesis jobs go through the same cluster submit."""
-    code, launcher = dist.build_zip(tmp_path / "q.zip"), dist.build_launcher(tmp_path / "submit.py")
-    out = subprocess.run([sys.executable, str(launcher), "synth.rejection", "--help"], cwd=tmp_path,
-                         env={"PYTHONPATH": str(code)}, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: synth.rejection") and "--model" in out.stdout
+    assert out.stdout.startswith(f"usage: {usage}") and flag in out.stdout
