@@ -139,8 +139,8 @@ def read_counts(filesystem, root: str, names: list[str]) -> list[dict]:
     table = pa.concat_tables([pq.read_table(f"{root}/{n}", columns=columns, filesystem=filesystem) for n in names])
     groups = table.group_by(["split", "source"]).aggregate([("n_tokens", "count"), ("n_tokens", "sum"),
                                                             ("n_docs", "sum")])
-    names = {"n_tokens_count": "rows", "n_tokens_sum": "tokens", "n_docs_sum": "documents"}
-    return [{names.get(k, k): v for k, v in row.items()} for row in groups.to_pylist()]
+    renamed = {"n_tokens_count": "rows", "n_tokens_sum": "tokens", "n_docs_sum": "documents"}
+    return [{renamed.get(k, k): v for k, v in row.items()} for row in groups.to_pylist()]
 
 
 def _write_tails(filesystem, root: str, rows: pa.Table, config: TokenizeConfig) -> set[str]:

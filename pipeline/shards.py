@@ -75,7 +75,7 @@ def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
     spark, fs = rows.sparkSession, io.HadoopFS(rows.sparkSession)
     options = {"compression": "zstd", "maxRecordsPerFile": config.file_rows,
                "parquet.block.size": config.row_group_rows * (config.seq_len + 1) * 4}
-    splits = ("train", "valid")
+    splits = shard_files.SPLITS
     io.write_partitioned(rows, "IF(partial, concat('_tails-', split), split)", tmp,
                          splits + tuple(f"_tails-{s}" for s in splits), **options)
     found = [f"{tmp}/_tails-{s}" for s in splits if fs.files(f"{tmp}/_tails-{s}", "*.parquet")]
@@ -139,7 +139,7 @@ def _manifest(spark, tmp: str, config: TokenizeConfig, groups: list) -> dict:
     tokens, documents)."""
     tokenizer = QwenTokenizer(config.tokenizer or None)
     splits = {}
-    for split in ("train", "valid"):
+    for split in shard_files.SPLITS:
         mine = sorted((g for g in groups if g["split"] == split), key=lambda g: str(g["source"]))
         rows, tokens = sum(g["rows"] for g in mine), sum(g["tokens"] for g in mine)
         splits[split] = {

@@ -13,6 +13,7 @@ Stable API (training/ppo.py imports it):
     rows = load_pairs(PreferenceData(...), "train")        # the same, truncated per the [data] section
     recipe = load_recipe(path, {"train": LoopConfig, ...}, ["train.steps=5"])   # attribute per section
     args = stage_args("dpo").parse_args(argv)               # --recipe --set --init --data --out --reward --max-steps
+    args, recipe, device = begin("dpo", __doc__, SECTIONS, argv)   # the same + recipe, seeded torch, device
     loop = Loop(out, model, recipe.optim, recipe.train, stage="dpo"); summary = loop.run(step_fn, eval_fn, save_fn)
 
 Masks and shapes: token t of a sequence is predicted from position t - 1, so a response mask [B, T]
@@ -243,6 +244,16 @@ def stage_args(module: str, doc: str | None = None, recipe: str | None = None) -
     p.add_argument("--reward", help="reward model folder (online DPO, PPO; overrides train.reward)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     return p
+
+
+def begin(module: str, doc: str | None, sections: dict[str, type], argv: list[str] | None,
+          recipe: str | None = None) -> tuple[argparse.Namespace, AlignRecipe, torch.device]:
+    """A stage's start: its command line parsed, its recipe loaded (flags as overrides), torch seeded
+    with train.seed and the device picked."""
+    args = stage_args(module, doc, recipe).parse_args(argv)
+    loaded = load_recipe(args.recipe, sections, cli_overrides(args))
+    torch.manual_seed(loaded.train.seed)
+    return args, loaded, pick_device(loaded.train.device)
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:

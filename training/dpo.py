@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, chunks, cli_overrides, collate_pairs,
-                            load_pairs, load_policy, load_recipe, load_reference, pick_device, sequence_logprob,
-                            stage_args)
+from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, load_pairs,
+                            load_policy, load_reference, sequence_logprob)
 from training.losses import dpo_loss
 from training.optim import OptimConfig
 
@@ -88,11 +87,8 @@ def evaluate_pairs(policy, reference, pairs: list[dict], cfg: DPOConfig, micro: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = stage_args("dpo", __doc__).parse_args(argv)
-    recipe = load_recipe(args.recipe, SECTIONS, cli_overrides(args))
+    args, recipe, device = begin("dpo", __doc__, SECTIONS, argv)
     t, cfg = recipe.train, recipe.dpo
-    torch.manual_seed(t.seed)
-    device = pick_device(t.device)
     micro = t.micro_batch_size or t.batch_size
     policy, reference = load_policy(t.init, device), load_reference(cfg.reference or t.init, device)
     train_rows = load_pairs(recipe.data, "train")

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, cli_overrides, load_pairs, load_policy,
-                            load_recipe, load_reference, pick_device, stage_args)
+from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, load_pairs, load_policy, load_reference)
 from training.dpo import DPOConfig, reference_logprobs, update
 from training.generate import ENDOFTEXT, IM_END, SamplingConfig, generate
 from training.optim import OptimConfig
@@ -119,11 +118,8 @@ class Rounds:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = stage_args("online_dpo", __doc__).parse_args(argv)
-    recipe = load_recipe(args.recipe, SECTIONS, cli_overrides(args))
+    args, recipe, device = begin("online_dpo", __doc__, SECTIONS, argv)
     t, cfg = recipe.train, recipe.online
-    torch.manual_seed(t.seed)
-    device = pick_device(t.device)
     policy, reference = load_policy(t.init, device), load_reference(t.init, device)
     rm = load_reward_model(t.reward, device)
     prompts = [r["prompt_ids"] for r in load_pairs(recipe.data, "train")]

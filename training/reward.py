@@ -29,9 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, chunks, cli_overrides, collate_pairs,
-                            concat_right_pad, freeze, hidden_states, load_pairs, load_policy, load_recipe,
-                            pick_device, stage_args)
+from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, concat_right_pad,
+                            freeze, hidden_states, load_pairs, load_policy)
 from training.checkpoint import load_model, save_model
 from training.losses import bradley_terry_loss
 from training.model import Qwen
@@ -129,11 +128,8 @@ def make_eval(rm: RewardModel, rows: list[dict], margin: float, train: LoopConfi
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = stage_args("reward", __doc__, "rm").parse_args(argv)
-    recipe = load_recipe(args.recipe, SECTIONS, cli_overrides(args))
+    args, recipe, device = begin("reward", __doc__, SECTIONS, argv, "rm")
     t = recipe.train
-    torch.manual_seed(t.seed)
-    device = pick_device(t.device)
     rm = RewardModel(load_policy(t.init, device)).to(device).train()
     train_rows = load_pairs(recipe.data, "train")
     if not train_rows:

@@ -27,8 +27,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from training.align import (Loop, LoopConfig, batches, chunks, cli_overrides, hidden_states, load_policy,
-                            load_recipe, pick_device, stage_args)
+from training.align import (Loop, LoopConfig, batches, begin, chunks, hidden_states, load_policy)
 from training.data import Batch, encode_rows
 from training.losses import IGNORE
 from training.optim import OptimConfig
@@ -102,11 +101,8 @@ def make_eval(model, rows: list[dict], train: LoopConfig, device):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = stage_args("sft", __doc__).parse_args(argv)
-    recipe = load_recipe(args.recipe, SECTIONS, cli_overrides(args))
+    args, recipe, device = begin("sft", __doc__, SECTIONS, argv)
     t = recipe.train
-    torch.manual_seed(t.seed)
-    device = pick_device(t.device)
     model = load_policy(t.init, device)
     train_rows = read_rows(recipe.data.root, "train", recipe.data.max_rows)
     if not train_rows:
