@@ -15,6 +15,7 @@ from itertools import islice
 import pyarrow as pa
 
 from pipeline import schemas
+from pipeline.spark import ship_files
 from stages.base import BatchStage, Stage
 
 
@@ -25,6 +26,7 @@ def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = 
     so one slow partition does not leave a core idle) are spread first; a stage over the pages of one
     big WARC then uses every core.
     """
+    ship_files(df.sparkSession, stage.model_files())
     out_arrow = stage.output_schema(schemas.arrow(df.schema))
     wanted = min_partitions or 2 * df.sparkSession.sparkContext.defaultParallelism
     if df.rdd.getNumPartitions() < wanted:

@@ -7,7 +7,8 @@ Local defaults suit a small machine (few shuffle partitions, Arrow batches sized
 UI). Python workers run this interpreter (`PYSPARK_PYTHON`), so the project's virtual environment is
 what executors use locally. Under `spark-submit` the master it was given is used (cluster mode: see
 the Makefile's JOB macro and tools/dist.py for what travels to executors). A session that already exists (tests, notebooks) is reused and left
-running; a session this helper starts is stopped when the block ends.
+running; a session this helper starts is stopped when the block ends. `ship_files` sends the model
+files a stage opens (`Stage.model_files`) to cluster nodes; `runner.apply` calls it.
 """
 
 from __future__ import annotations
@@ -89,3 +90,24 @@ def spark_session(app: str, config: SparkConfig = SparkConfig(), master: str | N
         yield spark
     finally:
         spark.stop()
+
+
+def ship_files(spark, paths) -> list[str]:
+    """Adds each local model file to the job (`SparkContext.addFile`) when the master is a cluster.
+
+    Executors then hold a copy in their working folder, which `stages.fs.shipped` finds when the
+    driver's path does not exist on the node; in local mode every path is already readable. Remote
+    URIs (hdfs://, s3a://) and paths that are not files here are left to the stage's own error.
+    Returns the paths shipped.
+    """
+    from stages.fs import local_path
+
+    context = spark.sparkContext
+    if context.master.startswith("local"):
+        return []
+    files = sorted({local_path(p) for p in paths if p and os.path.isfile(local_path(p))})
+    for path in files:
+        context.addFile(os.path.abspath(path))
+    if files:
+        log.info("shipping %s to executors", ", ".join(files))
+    return files

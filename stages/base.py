@@ -39,6 +39,11 @@ class Stage:
     def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
         raise NotImplementedError
 
+    def model_files(self) -> tuple[str, ...]:
+        """Local files the stage opens inside tasks (models, tokenizer ranks): the runner ships them
+        to cluster nodes, where `stages.fs.shipped` finds them."""
+        return ()
+
     def stream(self, docs: Iterable[Doc]) -> Iterator[Doc]:
         """`process` with the verdict columns always present: what the Spark runner consumes."""
         for doc in self.process(docs):

@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
+from stages.fs import shipped
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,7 @@ def model_path(path: str = "") -> str:
 def load_model(path: str):
     import fasttext
 
+    path = shipped(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"fastText LID model not found at {path}; run `make setup`")
     with contextlib.redirect_stderr(io.StringIO()):  # fasttext warns about load_model on stderr
@@ -61,6 +63,9 @@ class LanguageId(Mapper):
     def __init__(self, config: LanguageConfig = LanguageConfig()):
         self.config = config
         self.path = model_path(config.model)
+
+    def model_files(self) -> tuple[str, ...]:
+        return (self.path,)
 
     def predict(self, text: str, k: int = 1) -> tuple[str, float]:
         """The most likely language and its probability."""

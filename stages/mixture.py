@@ -109,6 +109,9 @@ class CountTokens(Mapper):
     def __init__(self, config: MixtureConfig = MixtureConfig()):
         self.tokenizer = QwenTokenizer(config.tokenizer or None)
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.tokenizer.path,)
+
     def map(self, doc: Doc) -> Doc:
         if doc.get("n_tokens") is not None:
             return doc

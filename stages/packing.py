@@ -69,6 +69,9 @@ class Tokenize(BatchStage):
         self.config = config
         self.tokenizer = QwenTokenizer(config.tokenizer or None)
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.tokenizer.path,)
+
     def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * batch.num_rows
         docs = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]

@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
+from stages.fs import shipped
 from stages.quality import words
 
 # Unicode punctuation -> ASCII (cc_net's `punct=1` normalisation), written out for the common marks.
@@ -126,6 +127,7 @@ def bucket(value: float | None, cutoffs: tuple[float, float] | None) -> str | No
 def load_lm(path: str):
     import kenlm
 
+    path = shipped(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"KenLM model not found at {path}; run `make train-kenlm`")
     return kenlm.Model(path)
@@ -139,6 +141,9 @@ class Perplexity(Mapper):
 
     def __init__(self, config: PerplexityConfig = PerplexityConfig()):
         self.config = config
+
+    def model_files(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.config.models.values())))
 
     def perplexity(self, text: str, lang: str | None = None) -> float | None:
         path = self.config.models.get(lang or self.config.default_lang)

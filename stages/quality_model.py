@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
+from stages.fs import shipped
 from stages.quality import SIGNALS, QualityRules, RulesConfig
 
 LABELS = {1: "__label__hq", 0: "__label__lq"}
@@ -145,6 +146,7 @@ def evaluate(model, texts: Iterable[str], labels: Iterable[int], max_chars: int 
 def load_classifier(path: str):
     import fasttext
 
+    path = shipped(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"quality classifier not found at {path}; run `make train-quality`")
     with contextlib.redirect_stderr(io.StringIO()):
@@ -161,6 +163,9 @@ class QualityScorer(Mapper):
         if not config.classifier:
             raise ValueError("QualityScorer needs quality.classifier (a fastText model path)")
         self.config = config
+
+    def model_files(self) -> tuple[str, ...]:
+        return (self.config.classifier,)
 
     def score(self, text: str) -> float:
         return hq_probability(load_classifier(self.config.classifier), text, self.config.max_chars)
@@ -187,6 +192,9 @@ class QualityFilter(Mapper):
         self.config = config
         self.rules = QualityRules(RulesConfig(rules=config.rules, **_rule_configs(rules)))
         self.scorer = QualityScorer(config) if config.classifier else None
+
+    def model_files(self) -> tuple[str, ...]:
+        return self.scorer.model_files() if self.scorer else ()
 
     def map(self, doc: Doc) -> Doc:
         out = self.rules.map(doc)

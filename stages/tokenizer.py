@@ -18,6 +18,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from stages.fs import shipped
+
 REPO = Path(__file__).resolve().parents[1]
 # Qwen's pre-tokenizer: contractions, letters, single digits, punctuation runs, newlines, spaces.
 PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -45,7 +47,7 @@ def load_encoding(path: str | Path | None = None):
     """The `tiktoken.Encoding` for a ranks file (cached per process)."""
     import tiktoken
 
-    path = ranks_path(path)
+    path = Path(shipped(str(ranks_path(path))))
     if not path.exists():
         raise FileNotFoundError(f"Qwen BPE ranks not found at {path}; run `make setup` or set QWEN_TIKTOKEN")
     ranks = read_ranks(path)
@@ -77,4 +79,4 @@ class QwenTokenizer:
         return self.encoding.decode(ids)
 
     def checksum(self) -> str:
-        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        return hashlib.sha256(Path(shipped(self.path)).read_bytes()).hexdigest()

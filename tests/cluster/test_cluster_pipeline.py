@@ -7,6 +7,7 @@ cluster (master + 2 workers on 127.0.0.1) gives the same rows and shards as loca
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,21 @@ def warcs(shared_data) -> list[str]:
     return [str(shared_data / "dolma-samples" / "sample-0001.warc.gz")]
 
 
-def stage_args(root, inputs: list[str]) -> list[list[str]]:
+def user_model(folder: Path) -> Path:
+    """A model file outside the repository and the assets archive, as a user's own model would be."""
+    from stages.language import model_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "user-lid.ftz"
+    shutil.copyfile(model_path(), path)
+    return path
+
+
+def stage_args(root, inputs: list[str], sets: dict[str, list[str]] = SETS) -> list[list[str]]:
     """[name, --input ..., --output ...] for each stage, each reading the one before."""
     out, prev = [], inputs
     for name in STAGES:
-        out.append([name, "--input", *prev, "--output", str(root / name), "--recipe", RECIPE, *SETS.get(name, [])])
+        out.append([name, "--input", *prev, "--output", str(root / name), "--recipe", RECIPE, *sets.get(name, [])])
         prev = [str(root / name)]
     return out
 
@@ -63,12 +74,14 @@ def comparable(spark, root) -> dict:
 
 
 def test_pipeline_on_a_standalone_cluster_equals_local_mode(cluster, dist, spark, tmp_path, shared_data):
+    model = user_model(tmp_path / "models")  # a user's own LID model: the job ships it to executors
+    sets = {**SETS, "langid": ["--set", f"langid.model={model}"]}
     chain = []
-    for args in stage_args(tmp_path / "cluster", warcs(shared_data)):
+    for args in stage_args(tmp_path / "cluster", warcs(shared_data), sets):
         chain += [*args, "--then"]
     cmd = submit_command(cluster.master_url, dist, "tests/cluster/chain.py", chain[:-1])
     with submitted(cmd, tmp_path / "submit.log") as proc:
-        for name, *args in stage_args(tmp_path / "local", warcs(shared_data)):  # meanwhile, in local mode
+        for name, *args in stage_args(tmp_path / "local", warcs(shared_data), sets):  # meanwhile, in local mode
             JOBS[name].main(args)
         returncode = proc.wait(timeout=600)
     log = (tmp_path / "submit.log").read_text(errors="replace")
@@ -78,6 +91,8 @@ def test_pipeline_on_a_standalone_cluster_equals_local_mode(cluster, dist, spark
         assert (tmp_path / "cluster" / name / "_SUCCESS").exists()
         config = json.loads((tmp_path / "cluster" / name / "_config.json").read_text())
         assert config["master"] == cluster.master_url
+    copies = [p for w in cluster.workers for p in w.work_dir.glob(f"app-*/*/{model.name}")]
+    assert copies and all(p.read_bytes() == model.read_bytes() for p in copies), "the model did not travel"
 
     on_cluster, local = comparable(spark, tmp_path / "cluster"), comparable(spark, tmp_path / "local")
     assert on_cluster["tokenize/manifest"]["splits"]["train"]["rows"] > 0
