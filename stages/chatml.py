@@ -4,7 +4,7 @@ Formats, recognised per record from its keys:
     alpaca         {"instruction", "input", "output"}            -> user / assistant
     self-instruct  {"instruction", "instances": [{"input", "output"}]}   -> one conversation per instance
     sharegpt       {"conversations": [{"from": "human"|"gpt"|"system", "value"}]}
-    openai         {"messages": [{"role", "content"}]}
+    openai         {"messages": [{"role", "content"}]}; with `functions`/`tools` and function calls -> ReAct steps
     hh-rlhf        {"chosen", "rejected"}: "\\n\\nHuman: ...\\n\\nAssistant: ..." -> preference pair
     qa             {"question", "answer"} (GSM8K's format: a worked solution ending "#### N") -> user / assistant
 
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from stages.base import Doc, Mapper, Stage, reject
 from stages.tokenizer import IM_END, IM_END_ID, IM_START, IM_START_ID, QwenTokenizer
+from stages.tooluse import from_openai
 
 Message = dict[str, str]
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -88,7 +89,17 @@ def read_sharegpt(rec: dict) -> list[list[Message]]:
 
 
 def read_openai(rec: dict) -> list[list[Message]]:
-    return [[{"role": m["role"], "content": m["content"]} for m in rec["messages"]]]
+    """`messages` as they are; function-calling records (`functions` / `tools`, assistant `function_call`
+    / `tool_calls`, `function` / `tool` results) become ReAct steps (`stages.tooluse.from_openai`)."""
+    if is_function_calling(rec):
+        system = next((m["content"] for m in rec["messages"] if m["role"] == "system" and m.get("content")), "")
+        return [from_openai(rec, system)]
+    return [[{"role": m["role"], "content": m.get("content") or ""} for m in rec["messages"]]]
+
+
+def is_function_calling(rec: dict) -> bool:
+    return bool(rec.get("functions") or rec.get("tools")) or any(
+        m.get("function_call") or m.get("tool_calls") or m["role"] in ("function", "tool") for m in rec["messages"])
 
 
 def hh_turns(dialogue: str) -> list[Message]:
@@ -194,14 +205,15 @@ class ParseInstructions(Stage):
         try:
             rec = json.loads(row["line"])
             fmt = detect_format(rec)
-        except (ValueError, AttributeError) as err:
+            conversations = [] if fmt == "hh-rlhf" else READERS[fmt](rec)
+        except (ValueError, AttributeError, KeyError, TypeError, StopIteration) as err:  # a malformed record
             yield reject({**base, **empty}, "bad_record", str(err)[:200])
             return
         source = str(rec.get("source") or fmt)
         if fmt == "hh-rlhf":
             yield self.preference(base, empty, rec, source)
             return
-        for k, messages in enumerate(READERS[fmt](rec)):
+        for k, messages in enumerate(conversations):
             messages = with_system(messages, self.config.system_prompt)
             yield reject({**base, **empty, "id": f"{line_id}-{k}", "kind": "sft", "format": fmt, "source": source,
                           "messages": messages, "text": render(messages)}, None)
@@ -228,6 +240,9 @@ class EncodeChat(Mapper):
         self.config = config
         self.tokenizer = QwenTokenizer(config.tokenizer or None)
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.tokenizer.path,)
+
     def map(self, doc: Doc) -> Doc:
         ids, mask = encode_chat(doc["messages"], self.tokenizer)
         key = hash_key(self.config.seed, doc["id"])
@@ -248,6 +263,9 @@ class EncodePreference(Mapper):
     def __init__(self, config: MixConfig = MixConfig()):
         self.config = config
         self.tokenizer = QwenTokenizer(config.tokenizer or None)
+
+    def model_files(self) -> tuple[str, ...]:
+        return (self.tokenizer.path,)
 
     def map(self, doc: Doc) -> Doc:
         ids = encode_preference(doc["messages"], doc["chosen"], doc["rejected"], self.tokenizer)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stages.sandbox import SandboxResult, run_code
+from stages.synthesis import extract_code
 from stages.tooluse import OBSERVATION_ROLE, Tool, parse_step, react_instruction
 
 CODE_TOOL = Tool("code_interpreter", "Runs Python 3 code in a sandbox (no network, no files outside a scratch "
@@ -23,10 +24,10 @@ MAX_OBSERVATION = 2000   # characters of output fed back to the model
 
 
 def code_of(action_input) -> str:
-    """The code of a call: {"code": "..."} or the raw input text (models often skip the JSON)."""
-    if isinstance(action_input, dict):
-        return str(action_input.get("code", ""))
-    return str(action_input)
+    """The code of a call: {"code": "..."} or the raw input text (models often skip the JSON), with
+    markdown fences (```python ... ```) taken off the way the synthesis jobs take them off."""
+    code = action_input.get("code", "") if isinstance(action_input, dict) else action_input
+    return extract_code(str(code))
 
 
 def observation(result: SandboxResult) -> str:

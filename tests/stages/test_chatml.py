@@ -126,3 +126,34 @@ def test_gsm8k_records_become_math_conversations(shared_data):
     out = ParseInstructions(MixConfig(system_prompt="S")).run([{"line": json.dumps(record), "file": "train.jsonl"}])
     assert [m["content"] for m in out[0]["messages"]] == ["S", record["question"], record["answer"]]
     assert out[0]["source"] == "qa" and out[0]["messages"][-1]["content"].rsplit("#### ", 1)[1].strip().isdigit()
+
+
+def test_openai_function_calling_records_become_react_steps_with_tool_output_masked(tok):
+    """A record shaped like OpenAI's chat API (content None beside `tool_calls`, `tool` results)."""
+    record = {"tools": [{"type": "function", "function": {
+                  "name": "get_weather", "description": "Current weather of a city.",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+              "messages": [
+                  {"role": "system", "content": "You answer briefly."},
+                  {"role": "user", "content": "Is it raining in Oslo?"},
+                  {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                  {"role": "tool", "tool_call_id": "call_1", "content": "light rain, 7 C"},
+                  {"role": "assistant", "content": "Yes, light rain at 7 C."}]}
+    bad = {"tools": [], "messages": [{"role": "assistant", "content": None, "tool_calls": [{"function": {}}]}]}
+    out = ParseInstructions(MixConfig()).run([{"line": json.dumps(r), "file": "f"} for r in (record, bad)])
+    assert out[1]["drop_reason"] == "bad_record"  # no question, no call name: counted, not a crash
+    messages = out[0]["messages"]
+    assert "None" not in out[0]["text"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "function", "assistant"]
+    assert messages[0]["content"] == "You answer briefly."
+    assert "get_weather" in messages[1]["content"] and "Is it raining in Oslo?" in messages[1]["content"]
+    assert messages[2]["content"].startswith("Thought: I should call get_weather.\nAction: get_weather\n")
+    assert messages[3]["content"] == "Observation: light rain, 7 C"
+    assert messages[4]["content"].endswith("Final Answer: Yes, light rain at 7 C.")
+    row = EncodeChat(MixConfig()).run([out[0]])[0]
+    ids, mask = row["input_ids"], row["loss_mask"]
+    trained = tok.encoding.decode([t for t, m in zip(ids, mask) if m])
+    assert "Action: get_weather" in trained and "Final Answer: Yes, light rain at 7 C." in trained
+    assert "light rain, 7 C" not in trained.replace("Yes, light rain at 7 C.", "")  # tool output never trained
+    assert "Is it raining" not in trained and "You answer briefly" not in trained

@@ -31,6 +31,15 @@ def test_code_runs_in_the_sandbox_and_its_output_is_the_observation():
     assert final_answer(messages) == "285"
 
 
+def test_fenced_code_runs_without_its_fences():
+    fenced = "```python\nimport math\nprint(math.factorial(10))\n```"
+    raw = f"Thought: run it\nAction: code_interpreter\nAction Input: {fenced}"
+    reply, _ = scripted(call(fenced), raw, "Thought: done\nFinal Answer: 3628800")
+    messages = interpret("10!?", reply)
+    observations = [m["content"] for m in messages if m["role"] == OBSERVATION_ROLE]
+    assert observations == ["Observation: 3628800", "Observation: 3628800"]  # JSON input, then raw text input
+
+
 def test_errors_timeouts_and_the_call_limit():
     reply, _ = scripted(call("1/0"), call("while True: pass"), call("print('again')"), "unreachable")
     messages = interpret("Loop?", reply, max_calls=2, timeout=1.0)
