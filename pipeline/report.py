@@ -2,11 +2,13 @@
 
     python -m jobs.report --root runs/demo          # -> runs/demo/report.html (also `make report`)
 
-It reads each stage's `_stats.json` and, with polars, the Parquet columns it plots: the funnel of
-documents (and tokens, from the shards manifest) through the stages, drop reasons per stage, the
-language distribution, quality-score and perplexity histograms (when a stage wrote those columns),
-duplicate-cluster sizes (from dedup's `dup_of`) and the final mixture by source. Plots are PNG
-(matplotlib, Agg) embedded as base64, so the page is one file.
+It reads each stage's `_stats.json` (stage folders and the folders inside them, e.g. `mix/sft`) and,
+with polars, the Parquet columns it plots: the funnel of documents and tokens through the stages
+(tokens exact where a stage counted Qwen tokens, else estimated from the text's characters and the
+tokens per character of a 200-document sample, shown as `~N`), drop reasons per stage, the language distribution, quality-score and perplexity histograms
+(taken from the last stage with values in that column; a column of nulls is named as such),
+duplicate-cluster sizes (from `dup_of`) and the final mixture by source. Plots are PNG (matplotlib,
+Agg) embedded as base64, so the page is one file.
 """
 
 from __future__ import annotations
@@ -21,33 +23,90 @@ import polars as pl
 
 ORDER = ("crawl", "ingest", "extract", "langid", "quality", "perplexity", "dedup", "decontam", "upsample",
          "mix", "shards")
+FUNNEL_NOTE = ("<p>tokens out: Qwen tokens where the stage counted them; ~N: estimated, text characters x the "
+               "tokens per character of a sample of the stage's documents</p>")
+SAMPLE_DOCS = 200
+NULL_HINTS = {"quality_score": "no quality classifier in this run: quality.classifier, make train-quality",
+              "perplexity": "no KenLM model for these languages: perplexity.models, make train-kenlm"}
 
 
-def stage_dirs(root: Path) -> list[Path]:
-    """Finished stage folders under `root`, in pipeline order (unknown stages last, by name)."""
-    found = [p for p in root.iterdir() if (p / "_SUCCESS").exists() and (p / "_stats.json").exists()]
+def finished(folder: Path) -> bool:
+    return (folder / "_SUCCESS").exists() and (folder / "_stats.json").exists()
+
+
+def stage_dirs(root: Path) -> dict[str, Path]:
+    """{name: folder} of the finished stages under `root` and one level inside them (`mix/sft`), in
+    pipeline order (unknown stages last, by name)."""
+    found = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        inner = [folder] if finished(folder) else sorted(p for p in folder.iterdir() if p.is_dir() and finished(p))
+        found.update({p.relative_to(root).as_posix(): p for p in inner})
     rank = {name: i for i, name in enumerate(ORDER)}
-    return sorted(found, key=lambda p: (rank.get(p.name, len(ORDER)), p.name))
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0].split("/")[0], len(ORDER)), kv[0])))
 
 
-def load_stats(stages: list[Path]) -> dict[str, dict]:
-    return {p.name: json.loads((p / "_stats.json").read_text()) for p in stages}
+def load_stats(stages: dict[str, Path]) -> dict[str, dict]:
+    return {name: json.loads((p / "_stats.json").read_text()) for name, p in stages.items()}
 
 
-def column(stages: list[Path], name: str, part: str = "kept") -> tuple[str, pl.Series] | None:
-    """The last stage whose `part` has column `name`, and that column."""
-    for stage in reversed(stages):
-        files = sorted((stage / part).glob("*.parquet"))
-        if files and name in pl.read_parquet_schema(files[0]):
-            return stage.name, pl.scan_parquet(files).select(name).collect()[name]
-    return None
+def parquet_files(stage: Path, part: str = "kept") -> list[Path]:
+    return sorted((stage / part).glob("*.parquet"))
 
 
-def funnel_rows(stats: dict[str, dict]) -> list[list]:
+def column(stages: dict[str, Path], name: str, part: str = "kept") -> tuple[str, pl.Series] | None:
+    """(stage, non-null values) of the last stage whose `part` has values in column `name`.
+
+    A stage whose column is all null (`quality_score` without a classifier, `dup_of` after dedup)
+    gives way to an earlier one; it is returned, with no values, only when no stage has any.
+    """
+    only_nulls = None
+    for label, stage in reversed(stages.items()):
+        files = parquet_files(stage, part)
+        if not files or name not in pl.read_parquet_schema(files[0]):
+            continue
+        values = pl.scan_parquet(files).select(name).drop_nulls().collect()[name]
+        if len(values):
+            return label, values
+        only_nulls = only_nulls or (label, values)
+    return only_nulls
+
+
+def tokens_cell(stage: Path, s: dict) -> str:
+    """Tokens of the stage's output: counted (`tokens_after`, shard splits, an `n_tokens` column), else
+    `~` an estimate from the text."""
+    if "tokens_after" in s:
+        return f"{sum(s['tokens_after'].values()):,}"
+    if "train_tokens" in s:
+        return f"{s['train_tokens'] + s.get('valid_tokens', 0):,}"
+    if "splits" in s:
+        keys = ("tokens", "prompt_tokens", "chosen_tokens", "rejected_tokens")
+        return f"{sum(split.get(k, 0) for split in s['splits'].values() for k in keys):,}"
+    files = parquet_files(stage)
+    schema = pl.read_parquet_schema(files[0]) if files else {}
+    if "n_tokens" in schema:
+        return f"{pl.scan_parquet(files).select(pl.col('n_tokens').sum()).collect().item() or 0:,}"
+    if "text" in schema:
+        chars = pl.scan_parquet(files).select(pl.col("text").str.len_chars().sum()).collect().item() or 0
+        return f"~{round(chars * tokens_per_char(files)):,}" if chars else ""
+    return ""
+
+
+def tokens_per_char(files: list[Path], sample: int = SAMPLE_DOCS) -> float:
+    """Qwen tokens per character of the first `sample` texts (the funnel's estimate for text stages)."""
+    from stages.tokenizer import QwenTokenizer
+
+    texts = pl.scan_parquet(files).select("text").drop_nulls().head(sample).collect()["text"].to_list()
+    encode = QwenTokenizer().encoding.encode_ordinary_batch
+    chars = sum(map(len, texts))
+    return sum(map(len, encode(texts))) / chars if chars else 0.25
+
+
+def funnel_rows(stages: dict[str, Path], stats: dict[str, dict]) -> list[list]:
     rows = []
     for name, s in stats.items():
-        rows.append([name, s.get("docs_in", ""), s.get("kept", ""), s.get("rejected", ""),
-                     f"{s.get('bytes_in', 0):,}", f"{s.get('bytes_out', 0):,}", s.get("train_tokens", "")])
+        rows.append([name, s.get("docs_in", ""), s.get("kept", s.get("conversations", "")), s.get("rejected", ""),
+                     f"{s.get('bytes_in', 0):,}", f"{s.get('bytes_out', 0):,}", tokens_cell(stages[name], s),
+                     f"{s['train_tokens']:,}" if "train_tokens" in s else ""])
     return rows
 
 
@@ -87,9 +146,10 @@ def sections(root: Path) -> list[tuple[str, str]]:
     """(title, html) of every section the run's folders allow."""
     stages = stage_dirs(root)
     stats = load_stats(stages)
-    out = [("Funnel", table(["stage", "docs in", "kept", "rejected", "bytes in", "bytes out", "train tokens"],
-                            funnel_rows(stats)) + image(bar_plot(list(stats), [s.get("kept", 0) for s in stats.values()],
-                                                                "documents kept after each stage")))]
+    header = ["stage", "docs in", "kept", "rejected", "bytes in", "bytes out", "tokens out", "train tokens"]
+    out = [("Funnel", table(header, funnel_rows(stages, stats)) + FUNNEL_NOTE +
+            image(bar_plot(list(stats), [s.get("kept", s.get("conversations", 0)) for s in stats.values()],
+                           "documents kept after each stage")))]
     if reason_rows(stats):
         out.append(("Drop reasons", table(["stage", "reason", "documents"], reason_rows(stats))))
     out += [s for s in (_languages(stages), _scores(stages, "quality_score", "Quality score"),
@@ -97,23 +157,26 @@ def sections(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _languages(stages: list[Path]):
+def _languages(stages: dict[str, Path]):
     found = column(stages, "lang")
-    if found is None:
+    if found is None or found[1].is_empty():
         return None
     counts = found[1].value_counts(sort=True).head(20)
     labels, values = counts[:, 0].cast(pl.String).to_list(), counts[:, 1].to_list()
     return "Languages", f"<p>kept documents of <code>{found[0]}</code></p>" + image(bar_plot(labels, values, "top languages"))
 
 
-def _scores(stages: list[Path], name: str, title: str, log: bool = False):
+def _scores(stages: dict[str, Path], name: str, title: str, log: bool = False):
     found = column(stages, name)
     if found is None:
         return None
+    if found[1].is_empty():
+        return title, f"<p>no values: <code>{name}</code> is null for every kept document of <code>{found[0]}</code>" \
+                      f" ({NULL_HINTS.get(name, '')})</p>"
     return title, image(histogram(found[1], f"{name} of kept documents ({found[0]})", log))
 
 
-def _clusters(stages: list[Path]):
+def _clusters(stages: dict[str, Path]):
     found = column(stages, "dup_of", "rejected")
     if found is None or found[1].drop_nulls().is_empty():
         return None

@@ -136,11 +136,14 @@ def test_pipeline_report_in_chromium_shows_every_stage_with_its_stats(pipeline_r
     assert set(stats) == {"ingest", "extract", "langid", "quality", "dedup", "shards"}
     funnel = {row[0]: row for row in parsed.tables[0][1:]}
     assert set(funnel) == set(stats)                                   # every stage, and only those
+    assert parsed.tables[0][0][6:] == ["tokens out", "train tokens"]
     for name, s in stats.items():
-        docs_in, kept, rejected, bytes_in, bytes_out, train_tokens = map(number, funnel[name][1:])
+        docs_in, kept, rejected, bytes_in, bytes_out = map(number, funnel[name][1:6])
         assert (docs_in, kept, rejected) == (s["docs_in"], s["kept"], s["rejected"])
         assert (bytes_in, bytes_out) == (s.get("bytes_in", 0), s.get("bytes_out", 0))
-        assert train_tokens == s.get("train_tokens")
+        assert number(funnel[name][7]) == s.get("train_tokens")
+        expected = {"ingest": "", "shards": f"{s.get('train_tokens', 0) + s.get('valid_tokens', 0):,}"}  # HTML; counted
+        assert funnel[name][6] == expected[name] if name in expected else funnel[name][6].startswith("~")
     reasons = next(t for t in parsed.tables if t[0] == ["stage", "reason", "documents"])
     assert {(r[0], r[1], int(r[2])) for r in reasons[1:]} == {
         (name, reason, count) for name, s in stats.items() for reason, count in s["by_reason"].items()}
@@ -160,4 +163,12 @@ def test_training_report_in_chromium(tmp_path):
     page, _ = write_training_report(tmp_path / "run")
     dom, probe, console = open_in_browser(page, tmp_path)
     assert_clean(probe, console, images=2)
-    assert Tables(dom).titles == ["Throughput", "Pretraining (train)", "DPO (dpo)"]
+    parsed = Tables(dom)
+    assert parsed.titles == ["Throughput", "Pretraining (train)", "DPO (dpo)"]
+    throughput = {row[0]: row for row in parsed.tables[0][1:]}
+    assert {k: (int(v[1]), number(v[2]), float(v[3])) for k, v in throughput.items()} == {
+        "train": (3, 768, 20.0), "dpo": (3, 768, 20.0)}  # last step, tokens summed, median tokens/s
+    for table in parsed.tables[1:]:  # first and last value of each curve: the metrics.jsonl lines
+        curves = {row[0]: row[1:] for row in table[1:]}
+        assert curves["loss"] == ["1", "3", "3", "1"] and curves["lr"] == ["1", "0.001", "3", "0.001"]
+        assert curves["val_loss"] == ["3", "1.5", "3", "1.5"]
