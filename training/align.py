@@ -15,6 +15,7 @@ Stable API (training/ppo.py imports it):
     args = stage_args("dpo").parse_args(argv)               # --recipe --set --init --data --out --reward --max-steps
     args, recipe, device = begin("dpo", __doc__, SECTIONS, argv)   # the same + recipe, seeded torch, device
     loop = Loop(out, model, recipe.optim, recipe.train, stage="dpo"); summary = loop.run(step_fn, eval_fn, save_fn)
+    save_checkpoint(out, step, model, {"optimizer": opt, ...}, keep_last); step = restore_checkpoint(out, model, parts)
 
 Masks and shapes: token t of a sequence is predicted from position t - 1, so a response mask [B, T]
 (1 where token t belongs to the response) selects the entries [:, 1:] of token log-probs. Right
@@ -26,6 +27,10 @@ Output folder of every stage (read by the training report):
                           stage's metrics; validation lines: step and "val_"-prefixed keys
     <out>/summary.json    stage, steps, seconds, final (checkpoint path), first_eval, last_eval, last_train
     <out>/final/          our checkpoint format (training.checkpoint; the reward model adds its head)
+    <out>/checkpoints/step-NNNNNN/   training checkpoints (every train.save_every steps and at the end):
+                          the trained module, optimizer, scheduler, RNGs and the stage's own state (PPO's
+                          critic, its optimizer and the KL controller; online DPO's round); `--resume`
+                          continues from the newest exactly, keeping metrics.jsonl up to its step
     <out>/loss.png        loss and validation loss, plus the stage's extra metrics on a second panel
     <out>/recipe.json     the resolved recipe
 Single process (CPU or one GPU): alignment runs at toy scale here; DDP is the pretraining trainer's job.
@@ -36,6 +41,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.recipe import load_sections
+from training import checkpoint as ckpt
 from training.checkpoint import load_model, save_model
 from training.metrics import MetricsLog, read_metrics
 from training.model import Qwen
@@ -243,6 +250,7 @@ def stage_args(module: str, doc: str | None = None, recipe: str | None = None) -
     p.add_argument("--out", help="output folder (overrides train.out)")
     p.add_argument("--reward", help="reward model folder (online DPO, PPO; overrides train.reward)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in <out>/checkpoints")
     return p
 
 
@@ -279,20 +287,80 @@ class LoopConfig:
     log_every: int = 1
     eval_every: int = 25                  # 0: only at the start and the end
     eval_rows: int = 64                   # validation rows / pairs per evaluation (0: all)
+    save_every: int = 0                   # training checkpoint every N steps (0: only at the end); --resume
+    keep_last: int = 2                    # training checkpoints kept
+
+
+# ----------------------------------------------------------------------------- checkpoints and resume
+
+class GeneratorState:
+    """A torch.Generator seen through state_dict() / load_state_dict(), so checkpoints can hold it."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+def save_checkpoint(out: Path, step: int, model: torch.nn.Module, parts: dict[str, Any], keep_last: int) -> Path:
+    """<out>/checkpoints/step-NNNNNN (training.checkpoint.save_training: atomic, keep_last kept): the
+    model's state, each part's state_dict() (optimizers, schedulers, other modules, stage state) and
+    the RNGs."""
+    cfg = model.cfg if hasattr(model, "cfg") else model.backbone.cfg
+    weights = {k: v for k, v in model.state_dict().items()   # a tied lm_head is the embedding: not saved twice
+               if not (cfg.tie_word_embeddings and k.endswith("lm_head.weight"))}
+    states = {name: part.state_dict() for name, part in parts.items()}
+    return ckpt.save_training(Path(out) / "checkpoints", step, weights, cfg, states,
+                              [ckpt.rng_state()], {"parts": sorted(parts)}, keep_last)
+
+
+def restore_checkpoint(out: Path, model: torch.nn.Module, parts: dict[str, Any]) -> int:
+    """Loads the newest checkpoint under <out>/checkpoints into `model` and `parts`; returns its step
+    (0, with a note, when there is none)."""
+    found = ckpt.list_checkpoints(Path(out) / "checkpoints")
+    if not found:
+        print(f"--resume: no checkpoint in {Path(out) / 'checkpoints'}; starting from step 0", file=sys.stderr)
+        return 0
+    state = ckpt.load_training(found[-1])
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected or any(not k.endswith("lm_head.weight") for k in missing):   # a tied lm_head is not saved
+        raise ValueError(f"{found[-1]}: checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+    for name, part in parts.items():
+        part.load_state_dict(state["optim"][name])
+    ckpt.set_rng_state(state["rng"][0])
+    return state["trainer"]["step"]
+
+
+def first_eval_of(out: Path) -> dict | None:
+    """The run's first validation line (a resumed run's start is in metrics.jsonl already)."""
+    path = Path(out) / "metrics.jsonl"
+    rows = read_metrics(path) if path.exists() else []
+    return next((r for r in rows if any(k.startswith("val_") for k in r)), None)
 
 
 class Loop:
-    """Optimizer, schedule, clipping, logging, evaluation and the output folder of one stage."""
+    """Optimizer, schedule, clipping, logging, evaluation, checkpoints and the output folder of one stage.
+
+    `parts`: further state a checkpoint must hold for an exact resume (objects with state_dict() and
+    load_state_dict(), e.g. online DPO's rounds)."""
 
     def __init__(self, out: str | Path, model: torch.nn.Module, optim: OptimConfig, train: LoopConfig,
-                 stage: str, recipe: AlignRecipe | None = None):
+                 stage: str, recipe: AlignRecipe | None = None, parts: dict[str, Any] | None = None):
         self.out, self.model, self.optim_cfg, self.cfg, self.stage = Path(out), model, optim, train, stage
         self.out.mkdir(parents=True, exist_ok=True)
         if recipe is not None:
             (self.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
         self.opt = make_optimizer(model, optim)
         self.sched = make_scheduler(self.opt, optim, train.steps)
+        self.parts = {"optimizer": self.opt, "scheduler": self.sched, **(parts or {})}
         self.step = 0
+
+    def save(self) -> Path:
+        return save_checkpoint(self.out, self.step, self.model, self.parts, self.cfg.keep_last)
 
     def train_step(self, step_fn: Callable[[int], dict]) -> dict:
         """step_fn(step) runs forward + backward and returns metrics with "loss" (and "tokens")."""
@@ -324,13 +392,16 @@ class Loop:
         return {"step": self.step, **{f"val_{k}": v for k, v in found.items()}} if found else None
 
     def run(self, step_fn: Callable[[int], dict], eval_fn: Callable[[], dict] | None,
-            save_fn: Callable[[Path], None] | None = None, max_steps: int | None = None) -> dict:
-        """Trains to train.steps (or max_steps), evaluating every eval_every; writes the output folder."""
+            save_fn: Callable[[Path], None] | None = None, max_steps: int | None = None, resume: bool = False) -> dict:
+        """Trains to train.steps (or max_steps), evaluating every eval_every and saving a checkpoint every
+        save_every; `resume` continues from the newest checkpoint. Writes the output folder."""
         stop = min(self.cfg.steps, max_steps or self.cfg.steps)
-        (self.out / "metrics.jsonl").unlink(missing_ok=True)   # a rerun replaces, never appends
-        started, log = time.time(), MetricsLog(self.out, 0, stop)
-        first = last = self.evaluate(eval_fn)
-        if first:
+        if resume:
+            self.step = restore_checkpoint(self.out, self.model, self.parts)
+        # a fresh run replaces metrics.jsonl (never appends); a resumed one keeps the lines up to its step
+        started, log = time.time(), MetricsLog(self.out, self.step, stop)
+        first = last = self.evaluate(eval_fn) if self.step == 0 else first_eval_of(self.out)
+        if first and self.step == 0:
             log.write(first)
         record = None
         try:
@@ -342,11 +413,14 @@ class Loop:
                     last = self.evaluate(eval_fn)
                     if last:
                         log.write(last)
+                if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < stop:
+                    self.save()
         finally:
             log.close()
         return self.finish(save_fn, first, last, record, time.time() - started)
 
     def finish(self, save_fn, first: dict | None, last: dict | None, record: dict | None, seconds: float) -> dict:
+        self.save()   # `--resume` (e.g. after --max-steps) continues from here
         final = self.out / "final"
         (save_fn or (lambda path: save_model(self.model, path)))(final)
         plot_curves(self.out / "metrics.jsonl", self.out / "loss.png", self.stage)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     loop = Loop(t.out, policy, recipe.optim, t, "dpo", recipe)
     step = lambda i: update(policy, reference, batches(train_rows, t.batch_size, t.seed, i), cfg, micro, device)
     valid = (lambda: evaluate_pairs(policy, reference, valid_rows, cfg, micro, device)) if valid_rows else None
-    summary = loop.run(step, valid, max_steps=args.max_steps)
+    summary = loop.run(step, valid, max_steps=args.max_steps, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return summary
 

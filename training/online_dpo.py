@@ -99,6 +99,14 @@ class Rounds:
                       "reward_best": float(rewards.max(1).values.mean()),
                       "reward_worst": float(rewards.min(1).values.mean())}
 
+    def state_dict(self) -> dict:
+        """The current round's pairs (with their reference log-probs), stats and the sampler's RNG."""
+        return {"round": self.round, "pairs": self.pairs, "stats": self.stats, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round, self.pairs, self.stats = state["round"], state["pairs"], state["stats"]
+        self.generator.set_state(state["generator"])
+
     def step(self, i: int) -> dict:
         r = i // self.cfg.steps_per_round
         if r != self.round:
@@ -128,8 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not prompts:
         raise SystemExit(f"no prompts in {recipe.data.root}/train")
     rounds = Rounds(policy, reference, rm, prompts, cfg, t, device)
-    loop = Loop(t.out, policy, recipe.optim, t, "online_dpo", recipe)
-    summary = loop.run(rounds.step, (lambda: rounds.evaluate(valid)) if valid else None, max_steps=args.max_steps)
+    loop = Loop(t.out, policy, recipe.optim, t, "online_dpo", recipe, parts={"rounds": rounds})
+    summary = loop.run(rounds.step, (lambda: rounds.evaluate(valid)) if valid else None, max_steps=args.max_steps,
+                       resume=args.resume)
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from training.align import (AlignRecipe, LoopConfig, cli_overrides, freeze, load_policy, load_recipe,
-                            load_reference, pick_device, stage_args)
+from training.align import (AlignRecipe, GeneratorState, LoopConfig, cli_overrides, first_eval_of, freeze,
+                            load_policy, load_recipe, load_reference, pick_device, restore_checkpoint,
+                            save_checkpoint, stage_args)
 from training.checkpoint import save_model
 from training.generate import ENDOFTEXT, IM_END, SamplingConfig
 from training.metrics import MetricsLog, read_metrics
@@ -163,6 +164,12 @@ class KLController:
     def __init__(self, value: float, target: float | None = None, horizon: int = 10000):
         self.value, self.target, self.horizon = value, target, horizon
 
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
     def update(self, kl: float, n: int) -> None:
         if self.target:
             error = min(max(kl / self.target - 1.0, -0.2), 0.2)
@@ -194,6 +201,12 @@ class PPOTrainer:
         self.generator = torch.Generator(self.device).manual_seed(t.seed)
         self.shuffle = torch.Generator().manual_seed(t.seed)
         self.step = 0
+
+    def parts(self) -> dict:
+        """Everything besides the policy that an exact resume needs (align.save_checkpoint)."""
+        return {"critic": self.critic, "optimizer": self.opt, "value_optimizer": self.value_opt,
+                "scheduler": self.sched, "value_scheduler": self.value_sched, "kl": self.kl, "stream": self.stream,
+                "generator": GeneratorState(self.generator), "shuffle": GeneratorState(self.shuffle)}
 
     def _autocast(self):
         if not self.autocast:
@@ -297,15 +310,21 @@ class PPOTrainer:
 
 # ----------------------------------------------------------------------------- a run
 
-def train(trainer: PPOTrainer, out: Path, eval_prompts: list[list[int]], max_steps: int | None = None) -> dict:
+def train(trainer: PPOTrainer, out: Path, eval_prompts: list[list[int]], max_steps: int | None = None,
+          resume: bool = False) -> dict:
     """Runs train.steps iterations (or max_steps), evaluating on `eval_prompts` at the start, every
-    eval_every iterations and at the end; writes metrics.jsonl, final/, loss.png and summary.json."""
+    eval_every iterations and at the end, and saving a checkpoint every save_every and at the end
+    (`resume`: continue from the newest); writes metrics.jsonl, final/, loss.png and summary.json."""
     t = trainer.train_cfg
     stop = min(t.steps, max_steps or t.steps)
     out.mkdir(parents=True, exist_ok=True)
-    started, log = time.time(), MetricsLog(out, 0, stop)
-    first = last = trainer.evaluate(eval_prompts)
-    log.write(first)
+    save = lambda: save_checkpoint(out, trainer.step, trainer.policy, trainer.parts(), t.keep_last)
+    if resume:
+        trainer.step = restore_checkpoint(out, trainer.policy, trainer.parts())
+    started, log = time.time(), MetricsLog(out, trainer.step, stop)
+    first = last = trainer.evaluate(eval_prompts) if trainer.step == 0 else first_eval_of(out)
+    if trainer.step == 0:
+        log.write(first)
     record = None
     try:
         while trainer.step < stop:
@@ -314,8 +333,11 @@ def train(trainer: PPOTrainer, out: Path, eval_prompts: list[list[int]], max_ste
             if (t.eval_every and trainer.step % t.eval_every == 0) or trainer.step == stop:
                 last = trainer.evaluate(eval_prompts)
                 log.write(last)
+            if t.save_every and trainer.step % t.save_every == 0 and trainer.step < stop:
+                save()
     finally:
         log.close()
+    save()
     save_model(trainer.policy, out / "final")
     summary = {"stage": "ppo", "steps": trainer.step, "seconds": round(time.time() - started, 2),
                "final": str(out / "final"), "first_eval": first, "last_eval": last, "last_train": record,
@@ -381,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     trainer = PPOTrainer(policy, score, prompts, recipe, critic, load_reference(t.init, device))
-    summary = train(trainer, out, held_out, args.max_steps)
+    summary = train(trainer, out, held_out, args.max_steps, args.resume)
     print(json.dumps({k: summary[k] for k in ("steps", "start_reward", "end_reward", "end_kl", "final")}, indent=2))
     return summary
 

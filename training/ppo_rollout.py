@@ -188,6 +188,12 @@ class PromptStream:
         self.order: list[int] = []
         self._random = random
 
+    def state_dict(self) -> dict:
+        return {"passes": self.passes, "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.passes, self.order = state["passes"], list(state["order"])
+
     def next(self) -> list[list[int]]:
         while len(self.order) < self.batch:
             order = list(range(len(self.prompts)))

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     loop = Loop(t.out, rm, recipe.optim, t, "rm", recipe)
     valid = make_eval(rm, load_pairs(recipe.data, "valid"), recipe.rm.margin, t, device)
     summary = loop.run(make_step(rm, train_rows, recipe.rm.margin, t, device), valid,
-                       lambda path: save_reward_model(rm, path), args.max_steps)
+                       lambda path: save_reward_model(rm, path), args.max_steps, args.resume)
     print(json.dumps(summary, indent=2))
     return summary
 

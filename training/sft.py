@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no SFT rows in {recipe.data.root}/train")
     loop = Loop(t.out, model, recipe.optim, t, "sft", recipe)
     valid = make_eval(model, read_rows(recipe.data.root, "valid"), t, device)
-    summary = loop.run(make_step(model, train_rows, t, device), valid, max_steps=args.max_steps)
+    summary = loop.run(make_step(model, train_rows, t, device), valid, max_steps=args.max_steps, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return summary
 
