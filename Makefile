@@ -188,19 +188,19 @@ online-dpo: setup
 	$(PY) -m training.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
 	  --reward $(ROOT)/rm/final --data $(ROOT)/mix/preference --out $(ROOT)/online_dpo $(ALIGN)
 
-SPECIALIST_TRAIN = $(PY) -m training.train --recipe training/recipes/specialist.toml --init $(CKPT)
-
 code-qwen: setup  # Code-Qwen at toy scale: code-heavy data, continued pretraining of $(CKPT), then SFT
 	$(PY) -m jobs.specialist code --root $(ROOT) $(foreach s,$(SET),--set $(s))
-	$(SPECIALIST_TRAIN) --data $(ROOT)/code-qwen/shards --out $(ROOT)/code-qwen/train
-	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(ROOT)/code-qwen/train/final \
+	$(PY) -m training.train --recipe training/recipes/code_qwen.toml --init $(CKPT) \
+	  --data $(ROOT)/code-qwen/shards --out $(ROOT)/code-qwen/train
+	$(PY) -m training.sft --recipe training/recipes/code_qwen_sft.toml --init $(ROOT)/code-qwen/train/final \
 	  --data $(ROOT)/mix/sft --out $(ROOT)/code-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/code-qwen
 
 math-qwen: setup  # Math-Qwen at toy scale: math-heavy data, continued pretraining of $(CKPT), then SFT on math
 	$(PY) -m jobs.specialist math --root $(ROOT) $(foreach s,$(SET),--set $(s))
-	$(SPECIALIST_TRAIN) --data $(ROOT)/math-qwen/shards --out $(ROOT)/math-qwen/train
-	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(ROOT)/math-qwen/train/final \
+	$(PY) -m training.train --recipe training/recipes/math_qwen.toml --init $(CKPT) \
+	  --data $(ROOT)/math-qwen/shards --out $(ROOT)/math-qwen/train
+	$(PY) -m training.sft --recipe training/recipes/math_qwen_sft.toml --init $(ROOT)/math-qwen/train/final \
 	  --data $(ROOT)/math-qwen/mix/sft --out $(ROOT)/math-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/math-qwen
 

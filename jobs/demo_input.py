@@ -21,8 +21,10 @@ SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "te
 
 def start_pydoc() -> tuple[subprocess.Popen, str]:
     """Starts `python -m pydoc -n 127.0.0.1 -p 0` and returns the process and its base URL."""
+    # stderr: modules pydoc imports to document them may print there (one parses sys.argv and prints a
+    # usage line); that is page content for the crawl, not a failure of the demo
     proc = subprocess.Popen([sys.executable, "-m", "pydoc", "-n", "127.0.0.1", "-p", "0"],
-                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
     if not match:

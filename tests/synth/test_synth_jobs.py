@@ -154,20 +154,23 @@ def test_rejection_job(spark, tmp_path, math_ckpt, tok):
     trains_on(out, math_ckpt, tmp_path)
 
 
-def trains_on(out, ckpt, tmp_path):
-    """The SFT and DPO trainers read the synthesised shards as they are (one step each)."""
+def trains_on(out, ckpt, tmp_path, preference: bool = True):
+    """The SFT (and DPO) trainers read the synthesised shards as they are (one step each)."""
     from training import dpo, sft
 
     common = ["--init", str(ckpt), "--set", "train.steps=1", "--set", "train.device=\"cpu\""]
     done = sft.main(["--data", str(out / "sft"), "--out", str(tmp_path / "sft"), *common])
     assert done["steps"] == 1 and (tmp_path / "sft" / "final").is_dir()
+    assert done["last_train"]["tokens"] > 0   # the step saw the shards' rows
+    if not preference:
+        return
     done = dpo.main(["--data", str(out / "preference"), "--out", str(tmp_path / "dpo"), *common])
     assert done["steps"] == 1 and (tmp_path / "dpo" / "final").is_dir()
 
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_execution_job_with_hf_checkpoint(spark, tmp_path, code_hf_dir, tok):
+def test_execution_job_with_hf_checkpoint(spark, tmp_path, code_hf_dir, math_ckpt, tok):
     from synth import execution
 
     problems = [{"task_id": "c1", "prompt": "Print seven.", "test": "assert True"},
@@ -184,6 +187,7 @@ def test_execution_job_with_hf_checkpoint(spark, tmp_path, code_hf_dir, tok):
     assert [(tok.decode(p["chosen_ids"]), tok.decode(p["rejected_ids"])) for p in pairs] == [
         ("print(7)<|im_end|>", "print(7/0)<|im_end|>")]
     assert stats["sft"]["splits"]["train"]["conversations"] == 1
+    trains_on(out, math_ckpt, tmp_path)   # any of our checkpoints with the Qwen vocabulary
 
 
 @pytest.mark.spark
@@ -215,3 +219,4 @@ def test_select_then_evolve(spark, tmp_path, shared_data, math_ckpt, tok):
         assert row["messages"][1] == {"role": "user", "content": row["instruction"]}
         assert row["messages"][2]["role"] == "assistant" and row["messages"][2]["content"] in MATH_TEXTS
     assert stats["sft"]["splits"]["train"]["conversations"] == len(evolved)
+    trains_on(out, math_ckpt, tmp_path, preference=False)
