@@ -75,7 +75,7 @@ test: setup kenlm
 	bash tools/install_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: setup kenlm
 	$(PY) -m jobs.demo --root $(ROOT) --recipe $(DEMO_RECIPE) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/demo.toml --data $(ROOT)/shards --out $(ROOT)/train
 	$(MAKE) --no-print-directory sft rm ppo dpo online-dpo ROOT=$(ROOT)

@@ -3,8 +3,10 @@
     python -m jobs.demo --root runs/demo [--recipe R.toml] [--set section.key=value ...]
 
 Steps: a crawl of the Python documentation served by pydoc on 127.0.0.1 (WARC) -> ingest -> extract -> langid ->
-quality -> dedup -> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference shards)
--> tokenize (packed shards in `<root>/shards`). Each stage runs through its job's `main`, in one Spark
+quality -> perplexity (an English KenLM model trained first, into `<root>/kenlm`, on public-domain English
+prose: NLTK's inaugural addresses and State of the Union texts; needs `make kenlm`) -> dedup -> decontam ->
+upsample -> mix (instruction data in ChatML, SFT and preference shards) -> tokenize (packed shards in
+`<root>/shards`). Each stage runs through its job's `main`, in one Spark
 session, and writes `<root>/<stage>/`. At the end a table of the stages is printed with where the
 output is, and `<root>/report.html` is written.
 """
@@ -16,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, quality, report,
-                  tokenize, upsample)
+from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, perplexity, quality,
+                  report, tokenize, train_kenlm, upsample)
 from pipeline import cli
 from pipeline.config import Recipe
 from pipeline.spark import spark_session
@@ -67,6 +69,22 @@ def benchmark_sets(data: Path) -> list[str]:
     return ["--set", f"decontam.benchmarks={{ {table} }}"] if table else []
 
 
+def kenlm_reference(data: Path) -> list[str]:
+    """Reference English for the perplexity model (cc_net uses Wikipedia), where the shared data is present."""
+    globs = [data / "english-pd-nltk" / name / "*.txt" for name in ("inaugural", "state_union")]
+    return [str(g) for g in globs if g.parent.is_dir()]
+
+
+def score_perplexity(args: argparse.Namespace, root: Path) -> dict:
+    """Trains `<root>/kenlm/en.bin` on the reference text, then scores `<root>/quality` into `<root>/perplexity`
+    (head / middle / tail buckets at the recipe's percentiles; none dropped unless the recipe says so)."""
+    sources = ", ".join(f'"{p}"' for p in kenlm_reference(SHARED_DATA))
+    train_kenlm.main(["--output", str(root / "kenlm"), *recipe_argv(args),
+                      "--set", f"train_kenlm.sources={{ en = [{sources}] }}"])
+    return perplexity.main(stage_argv(args, [str(root / "quality")], str(root / "perplexity"))
+                           + ["--set", f'perplexity.models={{ en = "{root / "kenlm" / "en.bin"}" }}'])
+
+
 def instructions(data: Path) -> list[str]:
     """Instruction data to mix in (self-instruct tasks and hh-rlhf pairs), where the shared data is present."""
     files = [data / "self-instruct" / "seed_tasks.jsonl", data / "hh-rlhf" / "harmless-base-test.jsonl.gz"]
@@ -90,7 +108,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["extract"] = extract.main(stage_argv(args, [str(root / "ingest")], str(root / "extract")))
         results["langid"] = langid.main(stage_argv(args, [str(root / "extract")], str(root / "langid")))
         results["quality"] = quality.main(stage_argv(args, [str(root / "langid")], str(root / "quality")))
-        results["dedup"] = dedup.main(stage_argv(args, [str(root / "quality")], str(root / "dedup")))
+        scored = root / "quality"
+        if kenlm_reference(SHARED_DATA):
+            results["perplexity"], scored = score_perplexity(args, root), root / "perplexity"
+        results["dedup"] = dedup.main(stage_argv(args, [str(scored)], str(root / "dedup")))
         results["decontam"] = decontam.main(stage_argv(args, [str(root / "dedup")], str(root / "decontam"))
                                             + benchmark_sets(SHARED_DATA))
         results["upsample"] = upsample.main(stage_argv(args, [str(root / "decontam")], str(root / "upsample")))

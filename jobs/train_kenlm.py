@@ -24,9 +24,10 @@ def source_lines(spark, path: str):
     """A DataFrame of raw lines: a stage folder's `text` split on newlines, or text files."""
     from pyspark.sql import functions as F
 
-    if HadoopFS(spark).exists(f"{path}/_SUCCESS"):
+    fs = HadoopFS(spark)
+    if fs.exists(f"{path}/_SUCCESS"):
         return io.read_stage(spark, path).select(F.explode(F.split("text", "\n")).alias("value"))
-    return spark.read.text(path)
+    return spark.read.text(fs.glob(path) or path)  # globs expanded here: Spark logs a stack trace for a glob path
 
 
 def lines_for(spark, paths: tuple[str, ...], lang: str):
