@@ -2,13 +2,17 @@
 
     python -m jobs.report --root runs/demo          # -> runs/demo/report.html (also `make report`)
 
-It reads each stage's `_stats.json` (stage folders and the folders inside them, e.g. `mix/sft`) and,
-with polars, the Parquet columns it plots: the funnel of documents and tokens through the stages
-(tokens exact where a stage counted Qwen tokens, else estimated from the text's characters and the
-tokens per character of a 200-document sample, shown as `~N`), drop reasons per stage, the language distribution, quality-score and perplexity histograms
-(taken from the last stage with values in that column; a column of nulls is named as such),
-duplicate-cluster sizes (from `dup_of`) and the final mixture by source. Plots are PNG (matplotlib,
-Agg) embedded as base64, so the page is one file.
+A stage is any folder under the root, at any depth, holding `_stats.json` and `_SUCCESS`: `langid`,
+the mix outputs `mix/sft`, a specialist's `code-qwen/dedup`. Stages are listed in pipeline order
+within each sub-run; folders with `_stats.json` but no `_SUCCESS` (a failed rerun) are named as unfinished.
+
+Sections: the funnel of documents and tokens through every stage (tokens counted where the stage
+counted Qwen tokens; `~N` where estimated from the text's characters and the tokens per character of a
+200-document sample), drop reasons per stage, and, each read from the stage that computes it (`SOURCES`,
+top level of the run), the language distribution, quality-score and perplexity histograms (kept and
+rejected documents) and duplicate-cluster sizes; a missing stage or a column of nulls is said in words.
+Last, the final mixture by source (`shards/manifest.json`). Plots are PNG (matplotlib, Agg) embedded as
+base64, so the page is one file.
 """
 
 from __future__ import annotations
@@ -17,17 +21,26 @@ import base64
 import html
 import io
 import json
+import os
+import statistics
 from pathlib import Path
 
 import polars as pl
 
-ORDER = ("crawl", "ingest", "extract", "langid", "quality", "perplexity", "dedup", "decontam", "upsample",
-         "mix", "shards")
-FUNNEL_NOTE = ("<p>tokens out: Qwen tokens where the stage counted them; ~N: estimated, text characters x the "
-               "tokens per character of a sample of the stage's documents</p>")
+ORDER = ("crawl", "ingest", "ingest_code", "extract", "langid", "quality", "perplexity", "dedup", "decontam",
+         "upsample", "mix", "shards", "tokenize")
+RANK = {name: i for i, name in enumerate(ORDER)}
+SOURCES = {"lang": "langid", "quality_score": "quality", "perplexity": "perplexity", "dup_of": "dedup"}
+NULL_HINTS = {"lang": "no language identified",
+              "quality_score": "no quality classifier in this run: quality.classifier, make train-quality",
+              "perplexity": "no KenLM model for these languages: perplexity.models, make train-kenlm",
+              "dup_of": "no near-duplicates found"}
+FUNNEL_HEADER = ["stage", "docs in", "kept", "rejected", "bytes in", "bytes out", "tokens out", "train tokens"]
+FUNNEL_NOTE = ("<p>kept: documents, conversations (SFT) or pairs (preference) written. tokens out: Qwen tokens "
+               "where the stage counted them; ~N: estimated, text characters x the tokens per character of a "
+               "sample of the stage's documents; blank: no text yet. bytes: the stage's files on disk.</p>")
 SAMPLE_DOCS = 200
-NULL_HINTS = {"quality_score": "no quality classifier in this run: quality.classifier, make train-quality",
-              "perplexity": "no KenLM model for these languages: perplexity.models, make train-kenlm"}
+PARTS = ("kept", "rejected")
 
 
 def finished(folder: Path) -> bool:
@@ -35,14 +48,26 @@ def finished(folder: Path) -> bool:
 
 
 def stage_dirs(root: Path) -> dict[str, Path]:
-    """{name: folder} of the finished stages under `root` and one level inside them (`mix/sft`), in
-    pipeline order (unknown stages last, by name)."""
+    """{label: folder} of every folder under `root` holding `_stats.json` (its insides are not searched),
+    labelled by its path (`mix/sft`), in pipeline order within each sub-run (`code-qwen/...` after the main run)."""
     found = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        inner = [folder] if finished(folder) else sorted(p for p in folder.iterdir() if p.is_dir() and finished(p))
-        found.update({p.relative_to(root).as_posix(): p for p in inner})
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0].split("/")[0], len(ORDER)), kv[0])))
+    for folder, subdirs, files in os.walk(root):
+        if "_stats.json" in files and Path(folder) != Path(root):
+            found[Path(folder).relative_to(root).as_posix()] = Path(folder)
+            subdirs.clear()
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))  # .name.tmp-*: a job in progress
+    return dict(sorted(found.items(), key=lambda kv: order_key(kv[0], kv[1])))
+
+
+def order_key(label: str, folder: Path) -> tuple[str, int, str]:
+    """(sub-run, rank, label): the sub-run is the path before the first known stage name; a folder with
+    an unknown name is ranked by the `stage` its `_stats.json` names (`code-qwen/code` is `ingest_code`)."""
+    parts = label.split("/")
+    for i, part in enumerate(parts):
+        if part in RANK:
+            return "/".join(parts[:i]), RANK[part], label
+    stage = json.loads((folder / "_stats.json").read_text()).get("stage")
+    return "/".join(parts[:-1]), RANK.get(stage, len(ORDER)), label
 
 
 def load_stats(stages: dict[str, Path]) -> dict[str, dict]:
@@ -53,42 +78,52 @@ def parquet_files(stage: Path, part: str = "kept") -> list[Path]:
     return sorted((stage / part).glob("*.parquet"))
 
 
-def column(stages: dict[str, Path], name: str, part: str = "kept") -> tuple[str, pl.Series] | None:
-    """(stage, non-null values) of the last stage whose `part` has values in column `name`.
-
-    A stage whose column is all null (`quality_score` without a classifier, `dup_of` after dedup)
-    gives way to an earlier one; it is returned, with no values, only when no stage has any.
-    """
-    only_nulls = None
-    for label, stage in reversed(stages.items()):
-        files = parquet_files(stage, part)
-        if not files or name not in pl.read_parquet_schema(files[0]):
-            continue
-        values = pl.scan_parquet(files).select(name).drop_nulls().collect()[name]
-        if len(values):
-            return label, values
-        only_nulls = only_nulls or (label, values)
-    return only_nulls
+def read_column(stage: Path, part: str, name: str) -> pl.Series:
+    """Non-null values of column `name` in the stage's `part` (empty when the part or column is absent)."""
+    files = parquet_files(stage, part)
+    if not files or name not in pl.read_parquet_schema(files[0]):
+        return pl.Series(name, [])
+    return pl.scan_parquet(files).select(name).drop_nulls().collect()[name]
 
 
-def tokens_cell(stage: Path, s: dict) -> str:
-    """Tokens of the stage's output: counted (`tokens_after`, shard splits, an `n_tokens` column), else
-    `~` an estimate from the text."""
+def column_source(stages: dict[str, Path], name: str, parts: tuple[str, ...] = PARTS
+                  ) -> tuple[str, dict[str, pl.Series]] | str:
+    """(stage, {part: values}) of column `name` in the stage that computes it (`SOURCES`), or the
+    sentence that says why there is nothing to plot."""
+    label = SOURCES[name]
+    if label not in stages:
+        return f"no <code>{label}</code> stage in this run"
+    values = {part: read_column(stages[label], part, name) for part in parts}
+    if not any(len(v) for v in values.values()):
+        return f"no values: <code>{name}</code> is null for every document of <code>{label}</code> ({NULL_HINTS[name]})"
+    return label, values
+
+
+def docs_out(s: dict) -> int | None:
+    """Documents written: `kept`, SFT `conversations` or preference pairs (rows of the splits)."""
+    if "kept" in s or "conversations" in s:
+        return s.get("kept", s.get("conversations"))
+    return sum(split.get("rows", 0) for split in s["splits"].values()) if "splits" in s else None
+
+
+def tokens_out(stage: Path, s: dict) -> tuple[int, bool] | None:
+    """(tokens, estimated) of the stage's output: counted (`tokens_after`, shard splits, an `n_tokens`
+    column), else estimated from the text; None where there is no text (crawl, ingest)."""
     if "tokens_after" in s:
-        return f"{sum(s['tokens_after'].values()):,}"
+        return sum(s["tokens_after"].values()), False
     if "train_tokens" in s:
-        return f"{s['train_tokens'] + s.get('valid_tokens', 0):,}"
+        return s["train_tokens"] + s.get("valid_tokens", 0), False
     if "splits" in s:
         keys = ("tokens", "prompt_tokens", "chosen_tokens", "rejected_tokens")
-        return f"{sum(split.get(k, 0) for split in s['splits'].values() for k in keys):,}"
+        return sum(split.get(k, 0) for split in s["splits"].values() for k in keys), False
     files = parquet_files(stage)
     schema = pl.read_parquet_schema(files[0]) if files else {}
     if "n_tokens" in schema:
-        return f"{pl.scan_parquet(files).select(pl.col('n_tokens').sum()).collect().item() or 0:,}"
+        return pl.scan_parquet(files).select(pl.col("n_tokens").sum()).collect().item() or 0, False
     if "text" in schema:
         chars = pl.scan_parquet(files).select(pl.col("text").str.len_chars().sum()).collect().item() or 0
-        return f"~{round(chars * tokens_per_char(files)):,}" if chars else ""
-    return ""
+        return (round(chars * tokens_per_char(files)), True) if chars else None
+    return None
 
 
 def tokens_per_char(files: list[Path], sample: int = SAMPLE_DOCS) -> float:
@@ -101,12 +136,17 @@ def tokens_per_char(files: list[Path], sample: int = SAMPLE_DOCS) -> float:
     return sum(map(len, encode(texts))) / chars if chars else 0.25
 
 
-def funnel_rows(stages: dict[str, Path], stats: dict[str, dict]) -> list[list]:
+def number(value) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def funnel_rows(stats: dict[str, dict], tokens: dict[str, tuple[int, bool] | None]) -> list[list]:
     rows = []
     for name, s in stats.items():
-        rows.append([name, s.get("docs_in", ""), s.get("kept", s.get("conversations", "")), s.get("rejected", ""),
-                     f"{s.get('bytes_in', 0):,}", f"{s.get('bytes_out', 0):,}", tokens_cell(stages[name], s),
-                     f"{s['train_tokens']:,}" if "train_tokens" in s else ""])
+        t = tokens[name]
+        rows.append([name, number(s.get("docs_in")), number(docs_out(s)), number(s.get("rejected")),
+                     number(s.get("bytes_in")), number(s.get("bytes_out")),
+                     "" if t is None else ("~" if t[1] else "") + number(t[0]), number(s.get("train_tokens"))])
     return rows
 
 
@@ -115,74 +155,94 @@ def reason_rows(stats: dict[str, dict]) -> list[list]:
 
 
 def png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def bar_plot(labels: list[str], values: list[float], title: str, xlabel: str = "") -> str:
+def bar_plot(labels: list[str], bars: dict[str, list[float]], title: str, xlabel: str = "") -> str:
+    """Horizontal bars, top to bottom in `labels` order; several series are stacked, with a legend."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, max(2.0, 0.35 * len(labels) + 1)))
-    ax.barh(labels[::-1], values[::-1], color="#4c72b0")
+    left = [0.0] * len(labels)
+    for (name, values), color in zip(bars.items(), ("#4c72b0", "#dd8452", "#8c8c8c")):
+        ax.barh(labels[::-1], values[::-1], left=left[::-1], color=color, label=name)
+        left = [a + b for a, b in zip(left, values)]
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    if len(bars) > 1:
+        ax.legend()
     return png(fig)
 
 
-def histogram(values: pl.Series, title: str, log: bool = False) -> str:
+def histogram(values: dict[str, pl.Series], title: str, log: bool = False) -> str:
+    """Kept and rejected values on shared bins (logarithmic bins for `log`)."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
+    data = {part: v.cast(pl.Float64).to_numpy() for part, v in values.items() if len(v)}
+    everything = np.concatenate(list(data.values()))
+    low, high = everything.min(), everything.max()
+    log = log and low > 0
+    if log:
+        bins = np.logspace(np.log10(low), np.log10(high) + 1e-9, 41)
+    else:
+        bins = np.linspace(low, high + (1e-9 if high == low else 0), 41)
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.hist(values.drop_nulls().to_numpy(), bins=40, color="#55a868", log=log)
+    for (part, v), color in zip(data.items(), ("#55a868", "#c44e52")):
+        ax.hist(v, bins=bins, color=color, alpha=0.7, label=part)
+    if log:
+        ax.set_xscale("log")
     ax.set_title(title)
+    ax.set_ylabel("documents")
+    ax.legend()
     return png(fig)
 
 
-def sections(root: Path) -> list[tuple[str, str]]:
-    """(title, html) of every section the run's folders allow."""
-    stages = stage_dirs(root)
-    stats = load_stats(stages)
-    header = ["stage", "docs in", "kept", "rejected", "bytes in", "bytes out", "tokens out", "train tokens"]
-    out = [("Funnel", table(header, funnel_rows(stages, stats)) + FUNNEL_NOTE +
-            image(bar_plot(list(stats), [s.get("kept", s.get("conversations", 0)) for s in stats.values()],
-                           "documents kept after each stage")))]
-    if reason_rows(stats):
-        out.append(("Drop reasons", table(["stage", "reason", "documents"], reason_rows(stats))))
-    out += [s for s in (_languages(stages), _scores(stages, "quality_score", "Quality score"),
-                        _scores(stages, "perplexity", "Perplexity", log=True), _clusters(stages), _mixture(root)) if s]
-    return out
+def counts_caption(label: str, values: dict[str, pl.Series], median: bool = False) -> str:
+    """'<part>: n documents[, median m]' for each part of `label` (the numbers the plot is made of)."""
+    def one(part: str, v: pl.Series) -> str:
+        middle = f", median {statistics.median(v.to_list()):.4g}" if median and len(v) else ""
+        return f"{part}: {len(v):,} documents{middle}"
+    return f"<p>documents of <code>{label}</code> with a value: {'; '.join(one(p, v) for p, v in values.items())}</p>"
 
 
-def _languages(stages: dict[str, Path]):
-    found = column(stages, "lang")
-    if found is None or found[1].is_empty():
-        return None
-    counts = found[1].value_counts(sort=True).head(20)
-    labels, values = counts[:, 0].cast(pl.String).to_list(), counts[:, 1].to_list()
-    return "Languages", f"<p>kept documents of <code>{found[0]}</code></p>" + image(bar_plot(labels, values, "top languages"))
+def languages_section(stages: dict[str, Path]) -> tuple[str, str]:
+    found = column_source(stages, "lang")
+    if isinstance(found, str):
+        return "Languages", f"<p>{found}</p>"
+    label, values = found
+    counts = {part: dict(v.cast(pl.String).value_counts().iter_rows()) for part, v in values.items()}
+    top = sorted(set(counts["kept"]) | set(counts["rejected"]),
+                 key=lambda lang: (-sum(c.get(lang, 0) for c in counts.values()), lang))[:20]
+    bars = {part: [c.get(lang, 0) for lang in top] for part, c in counts.items()}
+    return "Languages", counts_caption(label, values) + image(bar_plot(top, bars, "top languages", "documents"))
 
 
-def _scores(stages: dict[str, Path], name: str, title: str, log: bool = False):
-    found = column(stages, name)
-    if found is None:
-        return None
-    if found[1].is_empty():
-        return title, f"<p>no values: <code>{name}</code> is null for every kept document of <code>{found[0]}</code>" \
-                      f" ({NULL_HINTS.get(name, '')})</p>"
-    return title, image(histogram(found[1], f"{name} of kept documents ({found[0]})", log))
+def scores_section(stages: dict[str, Path], name: str, title: str, log: bool = False) -> tuple[str, str]:
+    found = column_source(stages, name)
+    if isinstance(found, str):
+        return title, f"<p>{found}</p>"
+    label, values = found
+    plot = histogram(values, f"{name} of the documents of {label}", log)
+    return title, counts_caption(label, values, median=True) + image(plot)
 
 
-def _clusters(stages: dict[str, Path]):
-    found = column(stages, "dup_of", "rejected")
-    if found is None or found[1].drop_nulls().is_empty():
-        return None
-    sizes = cluster_sizes(found[1])
-    labels = [str(size) for size in sizes]
-    return "Duplicate clusters", image(bar_plot(labels, list(sizes.values()), "clusters by size (documents)", "clusters"))
+def clusters_section(stages: dict[str, Path]) -> tuple[str, str]:
+    found = column_source(stages, "dup_of", ("rejected",))
+    if isinstance(found, str):
+        return "Duplicate clusters", f"<p>{found}</p>"
+    label, values = found
+    sizes = cluster_sizes(values["rejected"])
+    caption = (f"<p>{sum(sizes.values()):,} clusters in <code>{label}</code>, {len(values['rejected']):,} duplicates "
+               f"rejected, largest cluster {max(sizes):,} documents</p>")
+    return "Duplicate clusters", caption + image(
+        bar_plot([str(size) for size in sizes], {"clusters": list(sizes.values())}, "clusters by size (documents)",
+                 "clusters"))
 
 
 def cluster_sizes(dup_of: pl.Series) -> dict[int, int]:
@@ -192,7 +252,7 @@ def cluster_sizes(dup_of: pl.Series) -> dict[int, int]:
     return dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list()))
 
 
-def _mixture(root: Path):
+def mixture_section(root: Path) -> tuple[str, str] | None:
     manifest = root / "shards" / "manifest.json"
     if not manifest.exists():
         return None
@@ -200,7 +260,35 @@ def _mixture(root: Path):
     rows = [[split, source, f"{tokens:,}"] for split, info in splits.items()
             for source, tokens in info["tokens_per_source"].items()]
     efficiency = ", ".join(f"{k}: {v['packing_efficiency']}" for k, v in splits.items())
-    return "Mixture (training shards)", table(["split", "source", "tokens"], rows) + f"<p>packing efficiency {efficiency}</p>"
+    return "Mixture (training shards)", table(["split", "source", "tokens"], rows) + \
+        f"<p>packing efficiency {efficiency}</p>"
+
+
+def funnel_section(stages: dict[str, Path], stats: dict[str, dict]) -> tuple[str, str]:
+    tokens = {name: tokens_out(stages[name], s) for name, s in stats.items()}
+    plots = image(bar_plot(list(stats), {"documents": [docs_out(s) or 0 for s in stats.values()]},
+                           "documents out of each stage"))
+    plots += image(bar_plot(list(stats), {"counted": [t[0] if t and not t[1] else 0 for t in tokens.values()],
+                                          "estimated": [t[0] if t and t[1] else 0 for t in tokens.values()]},
+                            "tokens out of each stage"))
+    return "Funnel", table(FUNNEL_HEADER, funnel_rows(stats, tokens)) + FUNNEL_NOTE + plots
+
+
+def sections(root: Path) -> list[tuple[str, str]]:
+    """(title, html) of every section."""
+    found = stage_dirs(root)
+    stages = {name: path for name, path in found.items() if finished(path)}
+    stats = load_stats(stages)
+    title, funnel = funnel_section(stages, stats)
+    unfinished = ", ".join(name for name in found if name not in stages)
+    if unfinished:
+        funnel += f"<p>unfinished (no _SUCCESS), left out: {html.escape(unfinished)}</p>"
+    out = [(title, funnel)]
+    if reason_rows(stats):
+        out.append(("Drop reasons", table(["stage", "reason", "documents"], reason_rows(stats))))
+    out += [languages_section(stages), scores_section(stages, "quality_score", "Quality score"),
+            scores_section(stages, "perplexity", "Perplexity", log=True), clusters_section(stages)]
+    return out + [s for s in (mixture_section(root),) if s]
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -222,7 +310,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out else root / "report.html"
     parts = "".join(f"<h2>{html.escape(t)}</h2>{body}" for t, body in sections(root))
     style = "body{font-family:sans-serif;max-width:960px;margin:2em auto}td,th{padding:2px 10px;text-align:right}"
-    page = f"<!doctype html><meta charset=utf-8><title>Pipeline report: {root.name}</title><style>{style}</style>" \
-           f"<h1>Pipeline report: {html.escape(str(root))}</h1>{parts}"
+    page = f"<!doctype html><meta charset=utf-8><title>Pipeline report: {html.escape(root.name)}</title>" \
+           f"<style>{style}</style><h1>Pipeline report: {html.escape(str(root))}</h1>{parts}"
     target.write_text(page, encoding="utf-8")
     return target

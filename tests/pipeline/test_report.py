@@ -1,4 +1,8 @@
-"""The pipeline report on stage folders written by hand (no Spark needed)."""
+"""The pipeline report on stage folders written by hand (no Spark needed).
+
+Each stage is written the way `pipeline.io.write_split` leaves it: `kept/` and `rejected/` folders of
+zstd Parquet with the stage's columns (nulls typed, as Spark writes them), `_stats.json`, `_SUCCESS`.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +10,137 @@ import json
 import re
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.report import cluster_sizes, stage_dirs, write_report
 from stages.tokenizer import QwenTokenizer
 
+DOC = {"id": pl.String, "source": pl.String, "text": pl.String, "lang": pl.String, "drop_reason": pl.String}
 
-def stage(root, name, kept, rejected, stats):
-    for part, rows in (("kept", kept), ("rejected", rejected)):
-        (root / name / part).mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows), root / name / part / "part-0.parquet")
-    (root / name / "_stats.json").write_text(json.dumps(stats))
-    (root / name / "_SUCCESS").write_text("{}")
+
+def frame(rows: list[dict], **extra) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={**DOC, **extra})
+
+
+def stage(root, label, kept: pl.DataFrame | None, rejected: pl.DataFrame | None, stats: dict, done: bool = True):
+    folder = root / label
+    folder.mkdir(parents=True)
+    for part, df in (("kept", kept), ("rejected", rejected)):
+        if df is not None:
+            (folder / part).mkdir()
+            df.write_parquet(folder / part / "part-00000-0a1b.c000.zstd.parquet", compression="zstd")
+    (folder / "_stats.json").write_text(json.dumps(stats))
+    if done:
+        (folder / "_SUCCESS").write_text("{}")
+
+
+def split_stats(name: str, kept: int, rejected: int, reasons: dict, **extra) -> dict:
+    return {"stage": name, "docs_in": kept + rejected, "kept": kept, "rejected": rejected, "by_reason": reasons,
+            "bytes_in": 100, "bytes_out": 60, **extra}
+
+
+def page_sections(page: str) -> dict[str, str]:
+    """{h2 title: the html up to the next h2}."""
+    parts = re.split(r"<h2>(.*?)</h2>", page)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def funnel(page: str) -> dict[str, list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", page_sections(page)["Funnel"])
+    return {cells[0]: cells[1:] for cells in (re.findall(r"<td>(.*?)</td>", r) for r in rows[1:])}
 
 
 def test_cluster_sizes_hand_computed():
     assert cluster_sizes(pl.Series("dup_of", ["a", "a", "b", None])) == {2: 1, 3: 1}
 
 
+def test_stage_dirs_finds_nested_stages_in_pipeline_order(tmp_path):
+    for label, name in (("shards", "tokenize"), ("mix/sft", "sft"), ("langid", "langid"), ("mix/pretrain", "pretrain"),
+                        ("math-qwen/mix/sft", "sft"), ("code-qwen/dedup", "dedup"), ("code-qwen/code", "ingest_code"),
+                        ("code-qwen/shards", "tokenize"), ("extract", "extract"), (".dedup.tmp-1a2b", "dedup")):
+        stage(tmp_path, label, None, None, {"stage": name})
+    (tmp_path / "train" / "checkpoints").mkdir(parents=True)  # a training folder: no stage
+    assert list(stage_dirs(tmp_path)) == ["extract", "langid", "mix/pretrain", "mix/sft", "shards", "code-qwen/code",
+                                          "code-qwen/dedup", "code-qwen/shards", "math-qwen/mix/sft"]
+
+
 def test_report_sections_and_numbers(tmp_path):
-    stage(tmp_path, "langid", [{"id": "1", "lang": "en", "text": "a" * 40}, {"id": "2", "lang": "de", "text": "b" * 8}],
-          [{"id": "3", "lang": "fr", "text": "c"}],
-          {"docs_in": 3, "kept": 2, "rejected": 1, "by_reason": {"lang_not_kept": 1}, "bytes_in": 10, "bytes_out": 5})
-    stage(tmp_path, "quality", [{"id": "1", "lang": "en", "quality_score": None}], [],
-          {"docs_in": 1, "kept": 1, "rejected": 0, "by_reason": {}})
-    stage(tmp_path, "perplexity", [{"id": "1", "perplexity": 120.0}, {"id": "2", "perplexity": 480.5}], [],
-          {"docs_in": 2, "kept": 2, "rejected": 0, "by_reason": {}})
-    stage(tmp_path, "dedup", [{"id": "1", "dup_of": None, "lang": "en"}], [{"id": "2", "dup_of": "1", "lang": "de"}],
-          {"docs_in": 2, "kept": 1, "rejected": 1, "by_reason": {"near_dup": 1}, "bytes_in": 5, "bytes_out": 3})
-    # a later stage whose rows carry dup_of / lang only as nulls must not hide dedup's clusters or the languages
-    stage(tmp_path, "upsample", [{"id": "1", "dup_of": None, "lang": None, "n_tokens": 7}],
-          [{"id": "9", "dup_of": None, "lang": None, "n_tokens": 3}],
-          {"docs_in": 1, "kept": 1, "rejected": 0, "by_reason": {}, "tokens_after": {"web": 7}})
-    stage(tmp_path / "mix", "sft", [], [], {"stage": "sft", "conversations": 4, "splits": {"train": {"tokens": 90}}})
-    (tmp_path / "extract").mkdir()  # unfinished: no _SUCCESS, left out
-    assert list(stage_dirs(tmp_path)) == ["langid", "quality", "perplexity", "dedup", "upsample", "mix/sft"]
+    texts = ["An English sentence about rivers. " * 3, "Ein deutscher Satz.", "Une phrase.", "Short."]
+    stage(tmp_path, "langid",
+          frame([{"id": "1", "text": texts[0], "lang": "en"}, {"id": "2", "text": texts[1], "lang": "de"}]),
+          frame([{"id": "3", "text": texts[2], "lang": "fr", "drop_reason": "lang_not_kept"},
+                 {"id": "4", "text": texts[3], "lang": None, "drop_reason": "lang_not_kept"}], lang_score=pl.Float64),
+          split_stats("langid", 2, 2, {"lang_not_kept": 2}))
+    # stages/quality_model.py: a float32 score for every document, under min_quality_score rejected
+    score = {"quality_score": pl.Float32}
+    stage(tmp_path, "quality", frame([{"id": "1", "quality_score": 0.75}, {"id": "2", "quality_score": 0.5}], **score),
+          frame([{"id": "3", "quality_score": 0.25, "drop_reason": "low_quality_score"},
+                 {"id": "4", "quality_score": 0.125, "drop_reason": "gopher_rep_top_2_gram"}], **score),
+          split_stats("quality", 2, 2, {"low_quality_score": 1, "gopher_rep_top_2_gram": 1}))
+    # jobs/perplexity.py: `perplexity` per document, `perplexity_bucket`, the tail bucket rejected
+    ppl = {"perplexity": pl.Float64, "perplexity_bucket": pl.String}
+    stage(tmp_path, "perplexity",
+          frame([{"id": "1", "perplexity": 120.0, "perplexity_bucket": "head"},
+                 {"id": "2", "perplexity": 480.5, "perplexity_bucket": "middle"},
+                 {"id": "5", "perplexity": None, "perplexity_bucket": None}], **ppl),  # a language without a model
+          frame([{"id": "6", "perplexity": 2100.0, "perplexity_bucket": "tail", "drop_reason": "perplexity_tail"}],
+                **ppl),
+          split_stats("perplexity", 3, 1, {"perplexity_tail": 1}, cutoffs={"en": [200.0, 600.0]}))
+    dup = {"dup_of": pl.String}
+    stage(tmp_path, "dedup", frame([{"id": i} for i in "125"], **dup),
+          frame([{"id": i, "dup_of": of, "drop_reason": "near_dup"} for i, of in (("7", "1"), ("8", "1"), ("9", "2"))],
+                **dup),
+          split_stats("dedup", 3, 3, {"near_dup": 3}))
+    # later and specialist stages with the same columns (nulls, other clusters) must not be read for the plots
+    stage(tmp_path, "upsample", frame([{"id": "1", "lang": None}], dup_of=pl.String, n_tokens=pl.Int64),
+          frame([], dup_of=pl.String), split_stats("upsample", 1, 0, {}, tokens_after={"web": 7, "instruct": 2}))
+    stage(tmp_path, "code-qwen/dedup", frame([{"id": "c1"}], **dup),
+          frame([{"id": f"c{i}", "dup_of": "c1", "drop_reason": "near_dup"} for i in range(2, 7)], **dup),
+          split_stats("dedup", 1, 5, {"near_dup": 5}))
+    sft_splits = {"train": {"rows": 1, "tokens": 90}, "valid": {"rows": 1, "tokens": 9}}
+    stage(tmp_path, "mix/sft", None, None, {"stage": "sft", "conversations": 4, "too_long": 0, "splits": sft_splits})
+    stage(tmp_path, "mix/preference", None, None, {"stage": "preference", "splits": {
+        "train": {"rows": 5, "prompt_tokens": 50, "chosen_tokens": 20, "rejected_tokens": 30},
+        "valid": {"rows": 1, "prompt_tokens": 5, "chosen_tokens": 2, "rejected_tokens": 3}}})
+    stage(tmp_path, "decontam", frame([]), frame([]), split_stats("decontam", 0, 0, {}), done=False)  # failed rerun
     page = write_report(tmp_path).read_text()
-    assert re.findall(r"<h2>(.*?)</h2>", page) == ["Funnel", "Drop reasons", "Languages", "Quality score",
-                                                   "Perplexity", "Duplicate clusters"]
-    tokens = sum(len(QwenTokenizer().encode(t)) for t in ("a" * 40, "b" * 8))  # the sample is every document
-    assert f"<td>langid</td><td>3</td><td>2</td><td>1</td><td>10</td><td>5</td><td>~{tokens}</td>" in page
-    assert "<td>upsample</td><td>1</td><td>1</td><td>0</td><td>0</td><td>0</td><td>7</td>" in page
-    assert "<td>mix/sft</td><td></td><td>4</td><td></td><td>0</td><td>0</td><td>90</td>" in page
-    assert "<td>near_dup</td><td>1</td>" in page
-    assert "<code>quality_score</code> is null for every kept document of <code>quality</code>" in page
-    assert "kept documents of <code>dedup</code>" in page  # languages from the last stage with values
-    assert page.count("data:image/png;base64,") == 4  # funnel, languages, perplexity, clusters
+    sections = page_sections(page)
+    assert list(sections) == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity",
+                              "Duplicate clusters"]
+
+    rows = funnel(page)
+    assert list(rows) == ["langid", "quality", "perplexity", "dedup", "upsample", "mix/preference", "mix/sft",
+                          "code-qwen/dedup"]
+    tokens = len(QwenTokenizer().encode(texts[0])) + len(QwenTokenizer().encode(texts[1]))  # the sample: every doc
+    assert rows["langid"] == ["4", "2", "2", "100", "60", f"~{tokens}", ""]
+    assert rows["upsample"] == ["1", "1", "0", "100", "60", "9", ""]                       # tokens_after: counted
+    assert rows["mix/sft"] == ["", "4", "", "", "", "99", ""]                              # conversations
+    assert rows["mix/preference"] == ["", "6", "", "", "", "110", ""]                      # pairs
+    assert "unfinished (no _SUCCESS), left out: decontam" in sections["Funnel"]
+    assert "<td>perplexity</td><td>perplexity_tail</td><td>1</td>" in sections["Drop reasons"]
+
+    assert "<code>langid</code> with a value: kept: 2 documents; rejected: 1 documents" in sections["Languages"]
+    # medians by hand: (0.75 + 0.5) / 2, (0.25 + 0.125) / 2; (120 + 480.5) / 2 and 2100
+    assert "<code>quality</code> with a value: kept: 2 documents, median 0.625; rejected: 2 documents, median 0.1875" \
+           in sections["Quality score"] and sections["Quality score"].count("data:image/png;base64,") == 1
+    assert "<code>perplexity</code> with a value: kept: 2 documents, median 300.2; rejected: 1 documents, median 2100" \
+           in sections["Perplexity"] and sections["Perplexity"].count("data:image/png;base64,") == 1
+    assert "2 clusters in <code>dedup</code>, 3 duplicates rejected, largest cluster 3 documents" \
+           in sections["Duplicate clusters"]
+    assert page.count("data:image/png;base64,") == 6  # funnel documents + tokens, languages, 2 histograms, clusters
+
+
+def test_missing_stages_and_null_columns_are_named(tmp_path):
+    stage(tmp_path, "langid", frame([{"id": "1", "text": "x"}]), frame([]), split_stats("langid", 1, 0, {}))
+    no_score = {"quality_score": pl.Float32}   # no quality.classifier: the column is there, every value null
+    stage(tmp_path, "quality", frame([{"id": "1", "quality_score": None}], **no_score), frame([], **no_score),
+          split_stats("quality", 1, 0, {}))
+    stage(tmp_path, "dedup", frame([{"id": "1"}], dup_of=pl.String), frame([], dup_of=pl.String),
+          split_stats("dedup", 1, 0, {}))
+    sections = page_sections(write_report(tmp_path).read_text())
+    assert "<code>lang</code> is null for every document of <code>langid</code>" in sections["Languages"]
+    assert "<code>quality_score</code> is null for every document of <code>quality</code> (no quality classifier" \
+           in sections["Quality score"]
+    assert "no <code>perplexity</code> stage in this run" in sections["Perplexity"]
+    assert "(no near-duplicates found)" in sections["Duplicate clusters"]
+    assert "Drop reasons" not in sections and "Mixture (training shards)" not in sections
+    assert all("<img" not in sections[t] for t in ("Languages", "Quality score", "Perplexity", "Duplicate clusters"))

@@ -1,5 +1,6 @@
-"""The HTML reports open in headless Chromium without errors, every image loads, and the pipeline
-report shows every stage with the numbers of its `_stats.json` files.
+"""The HTML reports open in headless Chromium without errors, every image loads, the pipeline report
+shows every stage (nested `mix/*` ones too) with the numbers of its `_stats.json` files, and the
+training report shows every training stage with the first and last values of its `metrics.jsonl`.
 
 Needs Debian's `chromium` (`apt-get install -y chromium`): skipped when missing, failed under CI=true.
 The page is opened from a copy with a probe script added at both ends: the first records every error
@@ -10,10 +11,13 @@ messages come from `--enable-logging=stderr` (lines with `:CONSOLE`).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import random
 import re
 import shutil
+import statistics
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from bench.data import benchmark_warc
-from jobs import dedup, extract, ingest, langid, quality, tokenize
+from jobs import dedup, extract, ingest, langid, mix_instructions, quality, tokenize
 from pipeline.report import write_report
 
 HEAD_PROBE = ("<script>window.__qf_errors=[];window.addEventListener('error',e=>window.__qf_errors.push("
@@ -111,17 +115,42 @@ def test_probe_catches_script_errors_and_broken_images(tmp_path):
 
 @pytest.fixture(scope="module")
 def pipeline_run(spark, shared_data, tmp_path_factory):
-    """A small real run: benchmark pages + real duplicate WARCs -> ingest ... dedup -> tokenize."""
+    """A small real run: benchmark pages + real duplicate WARCs -> ingest ... dedup -> mix (real instruction
+    data: self-instruct seed tasks, 40 hh-rlhf pairs) -> tokenize, as `make` chains them."""
     chromium()                      # skip (or fail under CI) before minutes of Spark, not after
     root = tmp_path_factory.mktemp("run")
     warcs = [str(benchmark_warc(shared_data, root / "in" / "bench.warc.gz", limit=30))]
     warcs += sorted(str(p) for p in (shared_data / "dolma-samples").glob("*.warc.gz"))
+    hh = gzip.open(shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt").read().splitlines()[:40]
+    (root / "in" / "hh.jsonl").write_text("\n".join(hh) + "\n")
     ingest.main(["--input", *warcs, "--output", str(root / "ingest")])
     for job, src, dst, sets in ((extract, "ingest", "extract", []), (langid, "extract", "langid", []),
-                                (quality, "langid", "quality", []), (dedup, "quality", "dedup", []),
-                                (tokenize, "dedup", "shards", ["tokenize.seq_len=256", "tokenize.valid_fraction=0.2"])):
+                                (quality, "langid", "quality", []), (dedup, "quality", "dedup", [])):
         job.main(["--input", str(root / src), "--output", str(root / dst), *[a for s in sets for a in ("--set", s)]])
+    instructions = [str(shared_data / "self-instruct" / "seed_tasks.jsonl"), str(root / "in" / "hh.jsonl")]
+    mix_instructions.main(["--input", *instructions, "--pretrain", str(root / "dedup"), "--output", str(root / "mix"),
+                           "--set", "mix.seq_len=512"])
+    tokenize.main(["--input", str(root / "mix" / "pretrain"), "--output", str(root / "shards"),
+                   "--set", "tokenize.seq_len=256", "--set", "tokenize.valid_fraction=0.2"])
     return root
+
+
+def docs_out(s: dict) -> int:
+    """Documents a stage wrote, as its _stats.json says: kept, SFT conversations or preference pairs."""
+    return s["kept"] if "kept" in s else s["conversations"] if "conversations" in s else \
+        sum(split["rows"] for split in s["splits"].values())
+
+
+def counted_tokens(s: dict) -> int | None:
+    """Tokens a stage counted itself (None: the report estimates them from the text)."""
+    if "tokens_after" in s:
+        return sum(s["tokens_after"].values())
+    if "train_tokens" in s:
+        return s["train_tokens"] + s["valid_tokens"]
+    if "splits" in s:
+        return sum(v for split in s["splits"].values() for k, v in split.items() if k.endswith("tokens")
+                   and k != "loss_tokens")
+    return None
 
 
 @pytest.mark.spark
@@ -131,44 +160,88 @@ def test_pipeline_report_in_chromium_shows_every_stage_with_its_stats(pipeline_r
     dom, probe, console = open_in_browser(page, tmp_path)
     parsed = Tables(dom)
     assert_clean(probe, console, images=dom.count("data:image/png;base64,"))
-    assert {"Funnel", "Drop reasons", "Languages", "Mixture (training shards)"} <= set(parsed.titles)
-    stats = {p.parent.name: json.loads(p.read_text()) for p in pipeline_run.glob("*/_stats.json")}
-    assert set(stats) == {"ingest", "extract", "langid", "quality", "dedup", "shards"}
+    assert parsed.titles == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity", "Duplicate clusters",
+                             "Mixture (training shards)"]
+    stats = {p.parent.relative_to(pipeline_run).as_posix(): json.loads(p.read_text())
+             for p in pipeline_run.rglob("_stats.json")}
+    assert set(stats) == {"ingest", "extract", "langid", "quality", "dedup", "mix/instructions", "mix/sft",
+                          "mix/preference", "mix/pretrain", "shards"}
     funnel = {row[0]: row for row in parsed.tables[0][1:]}
-    assert set(funnel) == set(stats)                                   # every stage, and only those
+    assert list(funnel) == ["ingest", "extract", "langid", "quality", "dedup", "mix/instructions", "mix/preference",
+                            "mix/pretrain", "mix/sft", "shards"]          # every stage, in pipeline order
     assert parsed.tables[0][0][6:] == ["tokens out", "train tokens"]
     for name, s in stats.items():
         docs_in, kept, rejected, bytes_in, bytes_out = map(number, funnel[name][1:6])
-        assert (docs_in, kept, rejected) == (s["docs_in"], s["kept"], s["rejected"])
-        assert (bytes_in, bytes_out) == (s.get("bytes_in", 0), s.get("bytes_out", 0))
+        assert (docs_in, kept, rejected) == (s.get("docs_in"), docs_out(s), s.get("rejected")), name
+        assert (bytes_in, bytes_out) == (s.get("bytes_in"), s.get("bytes_out")), name
         assert number(funnel[name][7]) == s.get("train_tokens")
-        expected = {"ingest": "", "shards": f"{s.get('train_tokens', 0) + s.get('valid_tokens', 0):,}"}  # HTML; counted
-        assert funnel[name][6] == expected[name] if name in expected else funnel[name][6].startswith("~")
+        tokens = counted_tokens(s)
+        if tokens is not None:
+            assert number(funnel[name][6]) == tokens, name
+        else:                                                  # estimated; ingest holds no text yet
+            assert funnel[name][6] == "" if name == "ingest" else funnel[name][6].startswith("~"), name
+    assert stats["mix/sft"]["conversations"] > 0 and docs_out(stats["mix/preference"]) > 0  # real rows, not zeros
     reasons = next(t for t in parsed.tables if t[0] == ["stage", "reason", "documents"])
     assert {(r[0], r[1], int(r[2])) for r in reasons[1:]} == {
-        (name, reason, count) for name, s in stats.items() for reason, count in s["by_reason"].items()}
+        (name, reason, count) for name, s in stats.items() for reason, count in s.get("by_reason", {}).items()}
     mixture = next(t for t in parsed.tables if t[0] == ["split", "source", "tokens"])
     train = sum(number(r[2]) for r in mixture[1:] if r[0] == "train")
     assert train == stats["shards"]["train_tokens"]
 
 
-def test_training_report_in_chromium(tmp_path):
+# per training stage: its metrics.jsonl keys besides step/loss/lr/tokens/tokens_per_s, and its validation keys,
+# as training/train.py, sft.py, reward.py, ppo.py, dpo.py and online_dpo.py write them
+TRAINING_KEYS = {"train": (("grad_norm", "mfu", "epoch"), ("val_loss", "val_ppl")),
+                 "sft": (("loss_tokens", "grad_norm", "seconds"), ("val_loss", "val_ppl")),
+                 "rm": (("accuracy", "margin", "grad_norm"), ("val_loss", "val_accuracy")),
+                 "ppo": (("reward", "kl", "policy_loss", "value_loss", "entropy"), ("val_reward", "val_kl")),
+                 "dpo": (("reward_chosen", "reward_rejected", "margin", "accuracy"), ("val_loss", "val_accuracy")),
+                 "online_dpo": (("reward_mean", "pairs", "round"), ("val_reward_mean",))}
+TRAINING_TITLES = ["Pretraining (train)", "Supervised fine-tuning (sft)", "Reward model (rm)", "PPO (ppo)", "DPO (dpo)",
+                   "Online DPO (online_dpo)"]
+
+
+def training_metrics(stage: str, rng: random.Random) -> list[dict]:
+    """A validation line at step 0, `steps` optimizer-step lines (warmup then decay), a final validation line."""
+    extra, val = TRAINING_KEYS[stage]
+    steps = rng.randint(5, 9)
+    lines = [{"step": 0, **{k: rng.uniform(0.5, 12) for k in val}}]
+    for s in range(1, steps + 1):
+        lines.append({"step": s, "loss": rng.uniform(0.1, 11), "lr": 1e-3 * min(s / 3, 1) / (1 + s / 10),
+                      "tokens": rng.randint(100, 3000), "tokens_per_s": rng.uniform(30, 3000),
+                      **{k: None if k == "mfu" else rng.uniform(-1, 1) for k in extra}})
+    return lines + [{"step": steps, **{k: rng.uniform(0.5, 12) for k in val}}]
+
+
+def close(cell: str, value: float) -> bool:
+    """The page prints 4 significant digits."""
+    return abs(float(cell) - value) <= 5e-4 * abs(value)
+
+
+def test_training_report_in_chromium_shows_every_stage_with_its_metrics(tmp_path):
     from training.train_report import write_report as write_training_report
 
-    for stage, extra in (("train", {"grad_norm": 1.0}), ("dpo", {"accuracy": 0.5, "margin": 0.1})):
+    rng, metrics = random.Random(7), {}
+    for stage in TRAINING_KEYS:
+        metrics[stage] = training_metrics(stage, rng)
         (tmp_path / "run" / stage).mkdir(parents=True)
-        lines = [{"step": s, "loss": 3.0 / s, "lr": 1e-3, "tokens": 256, "tokens_per_s": 10.0 * s, **extra}
-                 for s in (1, 2, 3)] + [{"step": 3, "val_loss": 1.5}]
-        (tmp_path / "run" / stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        (tmp_path / "run" / stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics[stage]))
     page, _ = write_training_report(tmp_path / "run")
     dom, probe, console = open_in_browser(page, tmp_path)
-    assert_clean(probe, console, images=2)
+    assert_clean(probe, console, images=len(TRAINING_KEYS))   # one curve panel per stage: loss, lr, throughput, ...
     parsed = Tables(dom)
-    assert parsed.titles == ["Throughput", "Pretraining (train)", "DPO (dpo)"]
-    throughput = {row[0]: row for row in parsed.tables[0][1:]}
-    assert {k: (int(v[1]), number(v[2]), float(v[3])) for k, v in throughput.items()} == {
-        "train": (3, 768, 20.0), "dpo": (3, 768, 20.0)}  # last step, tokens summed, median tokens/s
-    for table in parsed.tables[1:]:  # first and last value of each curve: the metrics.jsonl lines
+    assert parsed.titles == ["Throughput"] + TRAINING_TITLES
+    throughput = {row[0]: row[1:] for row in parsed.tables[0][1:]}
+    assert list(throughput) == list(TRAINING_KEYS)
+    for (stage, lines), table in zip(metrics.items(), parsed.tables[1:]):
+        steps = [r for r in lines if "loss" in r and "lr" in r]
+        last_step, tokens, median_tps, mfu = throughput[stage]
+        assert (int(last_step), number(tokens), mfu) == (steps[-1]["step"], sum(r["tokens"] for r in steps), "")
+        assert close(median_tps, statistics.median(r["tokens_per_s"] for r in steps))
         curves = {row[0]: row[1:] for row in table[1:]}
-        assert curves["loss"] == ["1", "3", "3", "1"] and curves["lr"] == ["1", "0.001", "3", "0.001"]
-        assert curves["val_loss"] == ["3", "1.5", "3", "1.5"]
+        for key in ("loss", "lr", "tokens_per_s"):       # first and last point of each curve = the jsonl lines
+            first_step, first, last_step, last = curves[key]
+            assert (int(first_step), int(last_step)) == (1, steps[-1]["step"])
+            assert close(first, steps[0][key]) and close(last, steps[-1][key]), (stage, key)
+        for key in TRAINING_KEYS[stage][1]:
+            assert close(curves[key][3], lines[-1][key]) and close(curves[key][1], lines[0][key]), (stage, key)
