@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     tokens, loop_1 = loop_tokens_per_s([r["text"] for r in rows])
     job_s, loop_s, stats, cores = job_runs(rows, out / "tokenize-work", args.runs)
     job_tokens = stats["manifest"]["splits"]["train"]["tokens"] + stats["manifest"]["splits"]["valid"]["tokens"]
-    job, loop = statistics.median(job_s), statistics.median(loop_s)
+    if job_tokens != tokens + len(rows):   # every text token and one <|endoftext|> per document
+        raise RuntimeError(f"the shards hold {job_tokens} tokens, the loop counted {tokens} + {len(rows)} EOS")
+    job, loop = statistics.median(job_s), statistics.median(loop_s)   # both rates count the same text tokens
     result = {"docs": len(rows), "tokens": tokens, "cores": cores, "runs": args.runs,
               "loop_1_s": round(loop_1, 2), "loop_1_tokens_per_s": tokens / loop_1,
               "loop_s": round(loop, 2), "loop_tokens_per_s": tokens / loop, "job_s": round(job, 2),
-              "job_tokens_per_s": job_tokens / job, "ratio": round(loop / job * job_tokens / tokens, 2),
-              "ratios": [round(b / a * job_tokens / tokens, 2) for a, b in zip(job_s, loop_s)],
-              "ratio_1_process": round(loop_1 / job * job_tokens / tokens, 2)}
+              "job_tokens_per_s": tokens / job, "ratio": round(loop / job, 2),
+              "ratios": [round(b / a, 2) for a, b in zip(job_s, loop_s)], "ratio_1_process": round(loop_1 / job, 2)}
     return save_result(out, "tokenize", result, markdown(result))
 
 

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> dict:
     with spark_session("tokenize", recipe.section("spark"), args.master) as spark:
         docs = io.read_stage(spark, args.input[0])
         stats = shards.tokenize_and_write(docs, args.output, recipe.section("tokenize"),
-                                          cli.run_config(recipe, args, "tokenize"), recipe.section("spark").arrow_batch_rows)
+                                          cli.run_config(recipe, args, "tokenize"))
     splits = stats["manifest"]["splits"]
     print(f"[tokenize] {stats['docs_in']} docs -> {splits['train']['rows']} train + {splits['valid']['rows']} valid "
           f"rows of {stats['manifest']['row_width']} tokens (packing efficiency "

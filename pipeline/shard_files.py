@@ -2,11 +2,12 @@
 
     write_packed(ordered_docs, tmp, TokenizeConfig())   # -> <tmp>/train/*.parquet, <tmp>/valid/*.parquet
 
-Each task packs its sorted partition and writes the full rows straight to Parquet with pyarrow (zstd,
-row groups of `row_group_rows`, files of at most `file_rows`), then hands back only the names of its
-files and its short rows. The driver re-packs the short rows, writes them the same way and deletes any
+Each task tokenizes its sorted partition of texts, packs it and writes the full rows straight to Parquet
+with pyarrow (zstd, row groups of `row_group_rows`, files of at most `file_rows`), then hands back only
+the names of its files, its short rows and how many of its documents had no tokens. The driver re-packs the short rows, writes them the same way and deletes any
 file no successful task reported (a failed attempt's). Spark never converts the token lists into its
-own rows or encodes them through its Parquet writer, which took most of the job's JVM time.
+own rows or encodes them through its Parquet writer, which took most of the job's JVM time, and the
+token lists never cross from Python to the JVM and back (the shuffle before moves the texts).
 
 It all happens inside the stage's hidden temporary folder, so the commit stays the usual one (see
 pipeline/io.py). pyarrow reaches local paths, `hdfs://` (libhdfs), `s3://` / `s3a://` and `gs://`; for
@@ -18,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from pipeline.hadoop import HadoopFS
-from stages.packing import SHARD_SCHEMA, TokenizeConfig, pack_batches
+from stages.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
 
 SPLITS = ("train", "valid")
-RESULT_SCHEMA = SHARD_SCHEMA.append(pa.field("file", pa.string()))  # a written file's name, or a short row
+# a task's rows: a short row, a written file's name (`file`), or its count of documents with no tokens (`empty`)
+RESULT_SCHEMA = pa.schema([*SHARD_SCHEMA, pa.field("file", pa.string()), pa.field("empty", pa.int64())])
 SCHEMES = {"hdfs": "hdfs", "viewfs": "viewfs", "s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
 
 
@@ -94,44 +96,49 @@ class ShardWriter:
 
 
 def _task_packer(config: TokenizeConfig, tmp: str):
-    """The mapInArrow function: packs a sorted partition, writes its full rows, returns names + short rows."""
+    """The mapInArrow function: tokenizes and packs a sorted partition of texts, writes its full rows,
+    returns the file names, the short rows and the count of empty documents."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        ctx = TaskContext.get()
+        ctx, encoder = TaskContext.get(), DocEncoder(config)
         prefix = f"part-{ctx.partitionId():05d}-t{ctx.taskAttemptId()}"   # unique per attempt
         writer = ShardWriter(*arrow_filesystem(tmp), prefix, config)
-        for batch in pack_batches(batches, config.seq_len):
+        for batch in pack_batches(encoder.encoded(batches), config.seq_len):
             if batch.num_rows and not batch.column("partial")[0].as_py():
                 writer.write(batch)
             elif batch.num_rows:
-                yield _with_file(batch, [None] * batch.num_rows)
+                yield _result(batch, file=[None] * batch.num_rows)
         names = writer.close()
-        yield _with_file(pa.RecordBatch.from_pylist([{"split": n.split("/")[0]} for n in names], SHARD_SCHEMA), names)
+        report = [*({"split": n.split("/")[0], "file": n} for n in names), {"empty": encoder.empty}]
+        yield pa.RecordBatch.from_pylist(report, RESULT_SCHEMA)
     return run
 
 
-def _with_file(batch: pa.RecordBatch, names: list) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(names, pa.string())], schema=RESULT_SCHEMA)
+def _result(batch: pa.RecordBatch, file: list) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(file, pa.string()), pa.nulls(batch.num_rows, pa.int64())],
+                                      schema=RESULT_SCHEMA)
 
 
-def write_packed(ordered, tmp: str, config: TokenizeConfig) -> list[dict]:
-    """Sorted documents (split, source, input_ids) -> `<tmp>/{train,valid}/`: the tasks write the full rows,
-    the driver the re-packed short rows; files of failed attempts are removed. Returns the rows, tokens and
-    documents per (split, source), read back from the files."""
+def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict], dict[str, int], int]:
+    """Sorted texts (split, source, text) -> `<tmp>/{train,valid}/`: the tasks tokenize and write the full
+    rows, the driver the re-packed short rows; files of failed attempts are removed. Returns the rows,
+    tokens and documents per (split, source), read back from the files, the files per split and the
+    documents with no tokens."""
     filesystem, root = arrow_filesystem(tmp)
     for split in SPLITS:
         filesystem.create_dir(f"{root}/{split}")
     result = ordered.mapInArrow(_task_packer(config, tmp), schemas.spark(RESULT_SCHEMA)).toArrow()
     written = {n for n in result.column("file").to_pylist() if n}
-    written |= _write_tails(filesystem, root, result.drop_columns(["file"]), config)
+    written |= _write_tails(filesystem, root, result.drop_columns(["file", "empty"]), config)
     for split in SPLITS:   # an empty split still gets a file with the schema
         if not any(n.startswith(split + "/") for n in written):
             written.add(f"{split}/part-empty.zstd.parquet")
             pq.write_table(SHARD_SCHEMA.empty_table(), f"{root}/{split}/part-empty.zstd.parquet",
                            filesystem=filesystem, compression="zstd")
-    _remove_unreported(ordered.sparkSession, tmp, written)
-    return read_counts(filesystem, root, sorted(written))
+    _remove_unreported(filesystem, root, written)
+    files = {split: sum(n.startswith(split + "/") for n in written) for split in SPLITS}
+    return read_counts(filesystem, root, sorted(written)), files, int(pa.compute.sum(result.column("empty")).as_py() or 0)
 
 
 def read_counts(filesystem, root: str, names: list[str]) -> list[dict]:
@@ -156,10 +163,11 @@ def _write_tails(filesystem, root: str, rows: pa.Table, config: TokenizeConfig) 
     return set(writer.close())
 
 
-def _remove_unreported(spark, tmp: str, kept: set[str]) -> None:
+def _remove_unreported(filesystem, root: str, kept: set[str]) -> None:
     """Deletes shard files no successful task attempt reported (left by failed or killed attempts)."""
-    fs = HadoopFS(spark)
+    from pyarrow import fs
+
     for split in SPLITS:
-        for path, _ in fs.files(f"{tmp}/{split}"):
-            if f"{split}/{path.rsplit('/', 1)[1]}" not in kept:
-                fs.delete(path)
+        for info in filesystem.get_file_info(fs.FileSelector(f"{root}/{split}")):
+            if info.type == fs.FileType.File and f"{split}/{info.base_name}" not in kept:
+                filesystem.delete_file(info.path)

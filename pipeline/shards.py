@@ -1,6 +1,6 @@
-"""Training shards from tokenized documents, in Spark: shuffle, pack, re-pack the tails, write, manifest.
+"""Training shards from documents, in Spark: shuffle, tokenize, pack, re-pack the tails, write, manifest.
 
-    stats = write_shards(tokenized_docs, "runs/demo/shards", TokenizeConfig(), config_dict)
+    stats = tokenize_and_write(docs, "runs/demo/shards", TokenizeConfig(), config_dict)
 
 Layout (committed atomically like every stage folder):
 
@@ -10,12 +10,14 @@ Layout (committed atomically like every stage folder):
         manifest.json          tokenizer and checksum, seq_len, rows and tokens per split and source, efficiency
         _stats.json, _config.json, _SUCCESS
 
-Documents are hash-partitioned on a seeded hash of their id and sorted inside each partition by
-(split, source, hash), so each partition packs contiguous runs of a shuffled order, and written in
-the same pass; the short row each partition leaves per group is set aside, re-packed with the others
-and added, so at most one short row per (split, source) remains. The tasks write their rows with
-pyarrow (pipeline/shard_files.py; `tokenize.writer = "arrow"`, the default) or hand them to Spark's
-Parquet writer (`"spark"`, any Hadoop file system, slower); both give the same rows.
+The texts are hash-partitioned on a seeded hash of their id and sorted inside each partition by
+(split, source, hash) in Spark SQL (the split follows the hash of `orig_id` for upsampled copies), so
+each partition holds contiguous runs of a shuffled order; each task then tokenizes, packs and writes
+its partition in one pass, so the token lists never cross between Python and the JVM. The short row
+each partition leaves per group is set aside, re-packed with the others and added, so at most one
+short row per (split, source) remains. The tasks write their rows with pyarrow
+(pipeline/shard_files.py; `tokenize.writer = "arrow"`, the default) or hand them to Spark's Parquet
+writer (`"spark"`, any Hadoop file system, slower); both give the same rows.
 """
 
 from __future__ import annotations
@@ -25,34 +27,46 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from pipeline import io, runner, schemas, shard_files
-from stages.packing import SHARD_SCHEMA, Tokenize, TokenizeConfig, pack_batches
+from pipeline import io, schemas, shard_files
+from pipeline.spark import ship_files
+from stages.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
 from stages.tokenizer import QwenTokenizer
 
 SCHEMA_VERSION = 1
 
 
-def _packer(seq_len: int):
+def _packer(config: TokenizeConfig, tokenize: bool):
+    """The mapInArrow function: packs sorted rows (tokenizing them first when they are texts)."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in pack_batches(batches, seq_len):
+        for batch in pack_batches(DocEncoder(config).encoded(batches) if tokenize else batches, config.seq_len):
             if batch.num_rows:
                 yield batch
     return run
 
 
-def shuffled(docs):
-    """Tokenized documents (split, source, shuffle_key, input_ids) hash-partitioned on the seeded key and
-    sorted inside each partition by (split, source, key): no sampling pass, every core packs."""
-    return (docs.select("split", "source", "shuffle_key", "input_ids")
+def ordered_texts(docs, config: TokenizeConfig):
+    """Documents (`id`, `text`, optional `source`, `orig_id`) -> (split, source, text), hash-partitioned on
+    sha1("<seed>\\0<id>") and sorted inside each partition by (split, source, that hash): no sampling pass,
+    every core tokenizes and packs. The split is `stages.packing.split_of_doc`, in SQL."""
+    from pyspark.sql import functions as F
+
+    key = lambda column: F.sha1(F.concat(F.lit(f"{config.seed}\0"), F.col(column).cast("string")))
+    split_key = key("id")
+    if "orig_id" in docs.columns:
+        split_key = F.when(F.coalesce(F.col("orig_id"), F.lit("")) != "", key("orig_id")).otherwise(split_key)
+    bucket = F.conv(F.substring(split_key, 1, 8), 16, 10).cast("long")
+    source = F.col("source") if "source" in docs.columns else F.lit("unknown")
+    return (docs.select(F.when(bucket < F.lit(config.valid_fraction * 0x1_0000_0000), "valid").otherwise("train")
+                        .alias("split"), source.alias("source"), key("id").alias("shuffle_key"), "text")
             .repartition(_partitions(docs.sparkSession), "shuffle_key")
             .sortWithinPartitions("split", "source", "shuffle_key")
-            .select("split", "source", "input_ids"))
+            .select("split", "source", "text"))
 
 
-def pack(docs, config: TokenizeConfig):
-    """Tokenized documents -> packed rows (SHARD_SCHEMA), the short last row of each (partition, split,
+def pack(ordered, config: TokenizeConfig):
+    """Ordered texts -> packed rows (SHARD_SCHEMA), the short last row of each (partition, split,
     source) flagged `partial` (the Spark-writer path)."""
-    return shuffled(docs).mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA))
+    return ordered.mapInArrow(_packer(config, tokenize=True), schemas.spark(SHARD_SCHEMA))
 
 
 def _partitions(spark) -> int:
@@ -66,7 +80,7 @@ def repack_tails(tails, config: TokenizeConfig):
     """The partial rows of every partition re-packed together in one task: at most one short row per
     (split, source) remains."""
     return (tails.coalesce(1).sortWithinPartitions("split", "source", "n_tokens", "input_ids")
-            .mapInArrow(_packer(config.seq_len), schemas.spark(SHARD_SCHEMA)))
+            .mapInArrow(_packer(config, tokenize=False), schemas.spark(SHARD_SCHEMA)))
 
 
 def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
@@ -89,33 +103,25 @@ def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
         fs.delete(f"{tmp}/{folder}")
 
 
-def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: dict, batch_rows: int = 256) -> dict:
-    """Tokenizes documents (`id`, `text`, optional `source`), packs and writes shards; returns the stats.
-
-    Documents are counted from the shards (each ends with the one <|endoftext|> it contains: text is
-    encoded with that special token disallowed), so the corpus is tokenized once.
-    """
-    if "source" not in docs.columns:
-        docs = docs.selectExpr("*", "'unknown' AS source")
-    columns = ["id", "text", "source", *(["orig_id"] if "orig_id" in docs.columns else [])]
-    parallelism = docs.sparkSession.sparkContext.defaultParallelism  # tokenizing costs the same per token:
-    judged = runner.apply(docs.select(*columns), Tokenize(config), batch_rows, parallelism)  # no extra shuffle
-    return write_shards(judged.filter("drop_reason IS NULL"), output, config, run_config, docs.count())
-
-
-def write_shards(tokenized, output: str, config: TokenizeConfig, run_config: dict, docs_in: int) -> dict:
-    """Packs and writes shards with `manifest.json` and `_stats.json`; returns the stats (with the manifest)."""
-    spark, started = tokenized.sparkSession, time.time()
+def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: dict) -> dict:
+    """Tokenizes documents (`id`, `text`, optional `source`, `orig_id`), packs and writes shards with
+    `manifest.json` and `_stats.json`; returns the stats (with the manifest). Documents with no tokens
+    are counted as `empty`; the rest are counted from the shards (each ends with the one <|endoftext|>
+    it contains: text is encoded with that special token disallowed)."""
+    spark, started = docs.sparkSession, time.time()
+    ship_files(spark, [QwenTokenizer(config.tokenizer or None).path])
+    ordered = ordered_texts(docs, config)
     with io.staged_output(spark, output) as tmp:
         if config.writer == "spark":
-            write_rows(pack(tokenized, config), tmp, config)
-            groups = _spark_counts(spark, tmp)
+            write_rows(pack(ordered, config), tmp, config)
+            groups, files = _spark_counts(spark, tmp), _spark_files(spark, tmp)
         else:
-            groups = shard_files.write_packed(shuffled(tokenized), tmp, config)
-        manifest = _manifest(spark, tmp, config, groups)
+            groups, files, empty = shard_files.write_packed(ordered, tmp, config)
+        manifest = _manifest(config, groups, files)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)
         kept = sum(s["documents"] for s in manifest["splits"].values())
+        docs_in = docs.count() if config.writer == "spark" else kept + empty
         totals = {f"{k}_{n}": v[n] for k, v in manifest["splits"].items() for n in ("rows", "tokens")}
         stats = {"stage": "tokenize", "docs_in": docs_in, "kept": kept, "rejected": docs_in - kept,
                  "by_reason": {"empty": docs_in - kept} if docs_in > kept else {}, **totals,
@@ -134,9 +140,13 @@ def _spark_counts(spark, tmp: str) -> list:
                                                  F.sum("n_docs").alias("documents")).collect()
 
 
-def _manifest(spark, tmp: str, config: TokenizeConfig, groups: list) -> dict:
+def _spark_files(spark, tmp: str) -> dict[str, int]:
+    return {split: len(io.HadoopFS(spark).files(f"{tmp}/{split}", "*.parquet")) for split in shard_files.SPLITS}
+
+
+def _manifest(config: TokenizeConfig, groups: list, files: dict[str, int]) -> dict:
     """The manifest from the counts read back from the written shards (`groups`: split, source, rows,
-    tokens, documents)."""
+    tokens, documents) and the files per split."""
     tokenizer = QwenTokenizer(config.tokenizer or None)
     splits = {}
     for split in shard_files.SPLITS:
@@ -146,7 +156,7 @@ def _manifest(spark, tmp: str, config: TokenizeConfig, groups: list) -> dict:
             "rows": rows, "tokens": tokens, "documents": sum(g["documents"] for g in mine),
             "packing_efficiency": round(tokens / (rows * (config.seq_len + 1)), 6) if rows else None,
             "tokens_per_source": {g["source"]: g["tokens"] for g in mine},
-            "files": len(io.HadoopFS(spark).files(f"{tmp}/{split}", "*.parquet")),
+            "files": files[split],
         }
     return {"schema_version": SCHEMA_VERSION, "tokenizer": {"name": "qwen", "sha256": tokenizer.checksum(),
             "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id},

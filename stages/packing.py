@@ -6,8 +6,8 @@ is text, not the special token), each followed by <|endoftext|>, and concatenate
 the row where a document (or the continuation of one cut by the previous row) begins, so training
 can restart positions and mask attention per document. Rows never mix sources or splits.
 
-Both steps work on whole Arrow batches with numpy (no Python loop over tokens): `Tokenize` is a
-batch stage, and `pack_batches` streams the token values of a sorted partition through a buffer,
+Both steps work on whole Arrow batches with numpy (no Python loop over tokens): `DocEncoder` encodes
+a sorted batch of texts, and `pack_batches` streams the token values of a sorted partition through a buffer,
 cutting rows of `seq_len + 1` and locating document starts with `searchsorted`. Its input rows are
 documents (`input_ids`, one document each) or partial rows (`input_ids` + `doc_starts`): the short row
 each Spark partition leaves per (split, source) is re-packed once more with the other partitions'
@@ -18,14 +18,13 @@ tails, so at most one short row per (split, source) remains.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from stages.base import BatchStage
+from stages.chatml import hash_key, split_of
 from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
 
 SHARD_SCHEMA = pa.schema([
@@ -55,57 +54,43 @@ class TokenizeConfig:
             raise ValueError(f"tokenize.writer must be 'arrow' or 'spark', not {self.writer!r}")
 
 
-class Tokenize(BatchStage):
-    """Adds `input_ids` (document tokens + <|endoftext|>), `n_tokens`, `split` and `shuffle_key`; drops
-    `text`. Documents with no tokens are rejected as `empty`. Web text is encoded literally; documents of
-    `chatml_sources` (instruction data mixed into pretraining) keep <|im_start|> / <|im_end|> special."""
-
-    name = "tokenize"
-    adds = (pa.field("input_ids", pa.list_(pa.int32())), pa.field("n_tokens", pa.int32()),
-            pa.field("split", pa.string()), pa.field("shuffle_key", pa.string()))
-    drops = ("text",)
+class DocEncoder:
+    """Sorted documents (`split`, `source`, `text`) -> (`split`, `source`, `input_ids`): each document's tokens
+    followed by <|endoftext|>, in the same order; documents with no tokens are left out and counted in
+    `empty`. Web text is encoded literally; documents of `chatml_sources` (instruction data mixed into
+    pretraining) keep <|im_start|> / <|im_end|> special. Picklable (the tokenizer loads once per process)."""
 
     def __init__(self, config: TokenizeConfig = TokenizeConfig()):
-        self.config = config
-        self.tokenizer = QwenTokenizer(config.tokenizer or None)
-
-    def model_files(self) -> tuple[str, ...]:
-        return (self.tokenizer.path,)
-
-    def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * batch.num_rows
-        docs = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
-        lengths = np.array([len(x) + 1 if len(x) else 0 for x in docs], dtype=np.int32)
-        ends = np.cumsum(lengths)
-        eos = np.array([ENDOFTEXT_ID], np.int32)
-        values = np.concatenate([part for doc in docs if len(doc) for part in (doc, eos)] or [np.empty(0, np.int32)])
-        offsets = pa.array(np.concatenate([[0], ends]).astype(np.int32), pa.int32())
-        empty = lengths == 0
-        keys = [self.key(i) for i in batch.column("id").to_pylist()]
-        originals = batch.column("orig_id").to_pylist() if "orig_id" in batch.schema.names else [None] * len(keys)
-        split = [self.split(self.key(o) if o else k) for o, k in zip(originals, keys)]
-        added = {
-            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values), mask=pa.array(empty)),
-            "n_tokens": pa.array(lengths, pa.int32()),
-            "split": pa.array(split, pa.string()), "shuffle_key": pa.array(keys, pa.string()),
-            "drop_reason": pa.array(np.where(empty, "empty", None).tolist(), pa.string()),
-            "drop_detail": pa.array(np.where(empty, "no tokens", None).tolist(), pa.string()),
-        }
-        return self.with_columns(batch, added)
+        self.config, self.tokenizer, self.empty = config, QwenTokenizer(config.tokenizer or None), 0
 
     def encode(self, text: str, source: str | None) -> np.ndarray:
-        """Token ids as int32. Web text literally; ChatML documents (the recipe's `chatml_sources`) with their
-        special tokens. tiktoken's `encode_to_numpy` skips the Python list (ids < 2**31, so the view is exact)."""
+        """Token ids as int32. tiktoken's `encode_to_numpy` skips the Python list (ids < 2**31: the view is exact)."""
         allowed = {IM_START, IM_END} if source in self.config.chatml_sources else set()
         return self.tokenizer.encoding.encode_to_numpy(text, allowed_special=allowed, disallowed_special=()).view(np.int32)
 
-    def key(self, doc_id: str) -> str:
-        return hashlib.sha1(f"{self.config.seed}\0{doc_id}".encode()).hexdigest()
+    def encode_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        sources = batch.column("source").to_pylist()
+        docs = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
+        keep = np.array([len(d) > 0 for d in docs], bool)
+        self.empty += int(len(docs) - keep.sum())
+        lengths = np.array([len(d) + 1 for d in docs if len(d)], np.int64)
+        eos = np.array([ENDOFTEXT_ID], np.int32)
+        values = np.concatenate([part for doc in docs if len(doc) for part in (doc, eos)] or [np.empty(0, np.int32)])
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), pa.int32())
+        mask = pa.array(keep)
+        return pa.RecordBatch.from_arrays([batch.column("split").filter(mask), batch.column("source").filter(mask),
+                                           pa.ListArray.from_arrays(offsets, pa.array(values, pa.int32()))],
+                                          names=["split", "source", "input_ids"])
 
-    def split(self, key: str) -> str:
-        """train or valid by the hash; upsampled copies use their original's (`orig_id`), so a document
-        and its copies never straddle the split."""
-        return "valid" if int(key[:8], 16) < self.config.valid_fraction * 0x1_0000_0000 else "train"
+    def encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield self.encode_batch(batch)
+
+
+def split_of_doc(config: TokenizeConfig, doc_id: str, orig_id: str | None = None) -> str:
+    """train or valid by the seeded hash of the id (pipeline/shards.py computes the same in Spark SQL);
+    upsampled copies use their original's (`orig_id`), so a document and its copies never straddle the split."""
+    return split_of(hash_key(config.seed, orig_id or doc_id), config.valid_fraction)
 
 
 class StreamPacker:

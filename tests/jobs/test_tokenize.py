@@ -86,8 +86,8 @@ def test_arrow_and_spark_writers_give_the_same_shards(spark, docs_stage, tmp_pat
 
 def test_files_no_task_reported_are_removed(spark, docs_stage, tmp_path):
     """What a failed task attempt left in the temporary folder does not reach the output."""
-    from pipeline import runner, shard_files, shards
-    from stages.packing import Tokenize, TokenizeConfig
+    from pipeline import shard_files, shards
+    from stages.packing import TokenizeConfig
 
     docs, _ = docs_stage
     config = TokenizeConfig(seq_len=256)
@@ -96,11 +96,27 @@ def test_files_no_task_reported_are_removed(spark, docs_stage, tmp_path):
     stray = tmp / "train" / "part-00000-t999-000.zstd.parquet"
     stray.write_bytes(b"half a file")
     docs_df = io.read_stage(spark, str(docs)).select("id", "text", "source")
-    tokenized = runner.apply(docs_df, Tokenize(config), 64).filter("drop_reason IS NULL")
-    shard_files.write_packed(shards.shuffled(tokenized), str(tmp), config)
+    shard_files.write_packed(shards.ordered_texts(docs_df, config), str(tmp), config)
     assert not stray.exists() and list((tmp / "train").glob("part-0*"))
     with pytest.raises(ValueError, match="tokenize.writer = 'spark'"):
         shard_files.arrow_filesystem("abfss://container@account.dfs.core.windows.net/shards")
+
+
+def test_spark_split_is_the_documented_hash_and_empty_documents_are_counted(spark, tmp_path):
+    """The split computed in Spark SQL equals `split_of_doc` (copies follow their original), and a
+    document with no tokens is counted as `empty`, not lost."""
+    from pipeline import shards
+    from stages.packing import TokenizeConfig, split_of_doc
+
+    config = TokenizeConfig(valid_fraction=0.3, seed=7)
+    rows = [(f"d{i}", f"doc {i}", "web", None if i % 4 else f"d{i // 2}") for i in range(400)]
+    docs = spark.createDataFrame(rows, "id string, text string, source string, orig_id string")
+    got = sorted(map(tuple, shards.ordered_texts(docs, config).select("text", "split").collect()))
+    assert got == sorted((text, split_of_doc(config, i, o)) for i, text, _, o in rows)
+    assert {s for _, s in got} == {"train", "valid"}
+    io.write_docs(spark, [("a", "some text", "web"), ("b", "", "web"), ("c", "more", "web")], str(tmp_path / "docs"))
+    stats = run(tmp_path / "docs", tmp_path / "shards")
+    assert (stats["docs_in"], stats["kept"], stats["by_reason"]) == (3, 2, {"empty": 1})
 
 
 def test_train_tokenizer_job(spark, docs_stage, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 import pyarrow as pa
 
-from stages.packing import Tokenize, TokenizeConfig, pack_batches
+from stages.packing import DocEncoder, TokenizeConfig, pack_batches, split_of_doc
 from stages.tokenizer import ENDOFTEXT_ID, IM_END_ID, IM_START_ID, QwenTokenizer
 
 
@@ -91,29 +91,31 @@ def test_groups_never_mix_and_each_ends_with_at_most_one_short_row():
         assert mine == reference_pack([(d, [0]) for d in docs[g]], 17)
 
 
-def test_tokenize_batch_matches_per_document_encoding(tok):
-    texts = ["Hello world", "", "Numbers: 12345", "spam <|endoftext|> here"]
-    rows = Tokenize().run([{"id": str(i), "text": t, "source": "w"} for i, t in enumerate(texts)])
-    for text, row in zip(texts, rows):
-        expected = tok.encoding.encode_ordinary(text) + [ENDOFTEXT_ID] if text else None
-        assert row["input_ids"] == expected and row["n_tokens"] == (len(expected) if expected else 0)
-        assert row["drop_reason"] == (None if text else "empty") and "text" not in row
+def texts(rows) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([{"split": "train", "source": s, "text": t} for s, t in rows])
+
+
+def test_encoder_matches_per_document_encoding_and_counts_empty_documents(tok):
+    rows = [("w", "Hello world"), ("w", ""), ("w", "Numbers: 12345"), ("w", None), ("v", "spam <|endoftext|> here")]
+    encoder = DocEncoder()
+    out = encoder.encode_batch(texts(rows)).to_pylist()
+    expected = [(s, tok.encoding.encode_ordinary(t) + [ENDOFTEXT_ID]) for s, t in rows if t]
+    assert [(r["source"], r["input_ids"]) for r in out] == expected and encoder.empty == 2
+    assert out[2]["input_ids"].count(ENDOFTEXT_ID) == 1  # the literal marker in the text is not the special token
 
 
 def test_split_is_a_stable_hash_of_id_and_seed():
     config = TokenizeConfig(valid_fraction=0.2)
-    docs = [{"id": str(i), "text": "x", "source": "w"} for i in range(2000)]
-    splits = [r["split"] for r in Tokenize(config).run(docs)]
+    splits = [split_of_doc(config, str(i)) for i in range(2000)]
     assert 0.16 < splits.count("valid") / 2000 < 0.24
-    assert splits == [r["split"] for r in Tokenize(config).run(docs)]
+    assert splits != [split_of_doc(TokenizeConfig(valid_fraction=0.2, seed=1), str(i)) for i in range(2000)]
 
 
 def test_chatml_sources_keep_their_markers_and_copies_follow_their_original(tok):
     chat = "<|im_start|>user\nhi<|im_end|>\n"
-    rows = Tokenize().run([{"id": "a", "text": chat, "source": "instruct"}, {"id": "b", "text": chat, "source": "web"}])
-    assert rows[0]["input_ids"][:-1] == tok.encode(chat) and IM_START_ID in rows[0]["input_ids"]
-    assert IM_START_ID not in rows[1]["input_ids"]
+    out = DocEncoder().encode_batch(texts([("instruct", chat), ("web", chat)])).to_pylist()
+    assert out[0]["input_ids"][:-1] == tok.encode(chat) and IM_START_ID in out[0]["input_ids"]
+    assert IM_START_ID not in out[1]["input_ids"]
     config = TokenizeConfig(valid_fraction=0.5)
-    copies = [{"id": f"{i}#{k}", "orig_id": str(i), "text": "x", "source": "w"} for i in range(50) for k in range(3)]
-    splits = [r["split"] for r in Tokenize(config).run(copies)]
+    splits = [split_of_doc(config, f"{i}#{k}", str(i)) for i in range(50) for k in range(3)]
     assert all(len(set(splits[i:i + 3])) == 1 for i in range(0, 150, 3)) and len(set(splits)) == 2
