@@ -67,7 +67,7 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py
+$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py stages/_qwen_bpe.c
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup.sh
 	@touch $@
 

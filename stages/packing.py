@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.chatml import hash_key, split_of
+from stages.fast_bpe import fast_encoder
 from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
 
 SHARD_SCHEMA = pa.schema([
@@ -48,10 +49,13 @@ class TokenizeConfig:
     file_rows: int = 8192  # rows per shard file at most
     chatml_sources: tuple[str, ...] = ("instruct",)  # sources whose ChatML markers are special tokens
     writer: str = "arrow"  # "arrow": tasks write shards with pyarrow; "spark": Spark's Parquet writer (any FS)
+    encoder: str = "fast"  # "fast": stages/fast_bpe.py (same ids, ~2x faster); "tiktoken": tiktoken itself
 
     def __post_init__(self):
         if self.writer not in ("arrow", "spark"):
             raise ValueError(f"tokenize.writer must be 'arrow' or 'spark', not {self.writer!r}")
+        if self.encoder not in ("fast", "tiktoken"):
+            raise ValueError(f"tokenize.encoder must be 'fast' or 'tiktoken', not {self.encoder!r}")
 
 
 class DocEncoder:
@@ -64,9 +68,14 @@ class DocEncoder:
         self.config, self.tokenizer, self.empty = config, QwenTokenizer(config.tokenizer or None), 0
 
     def encode(self, text: str, source: str | None) -> np.ndarray:
-        """Token ids as int32. tiktoken's `encode_to_numpy` skips the Python list (ids < 2**31: the view is exact)."""
-        allowed = {IM_START, IM_END} if source in self.config.chatml_sources else set()
-        return self.tokenizer.encoding.encode_to_numpy(text, allowed_special=allowed, disallowed_special=()).view(np.int32)
+        """Token ids as int32: web text with the fast encoder (or tiktoken's `encode_to_numpy`, which skips
+        the Python list; ids < 2**31, so the view is exact), ChatML documents with tiktoken."""
+        if source in self.config.chatml_sources:
+            return self.tokenizer.encoding.encode_to_numpy(text, allowed_special={IM_START, IM_END},
+                                                          disallowed_special=()).view(np.int32)
+        if self.config.encoder == "fast":
+            return fast_encoder(self.tokenizer.path).encode(text)
+        return self.tokenizer.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).view(np.int32)
 
     def encode_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist()

@@ -1,0 +1,266 @@
+/* A fast exact encoder for the Qwen BPE (stages/fast_bpe.py wraps it; tests compare it with tiktoken).
+ *
+ *     enc = _qwen_bpe.Encoder(tokens, classes)   # tokens[rank] = bytes; classes[cp] = 1 letter, 2 number, 4 space
+ *     enc.encode("text") -> bytes of little-endian int32 ids (np.frombuffer(..., np.int32))
+ *
+ * The same two steps as tiktoken's `encode_ordinary`: split the text into pieces with Qwen's
+ * pre-tokenizer pattern, then byte-pair merge each piece (lowest rank first, leftmost on ties). The
+ * pattern is matched by a hand-written scanner instead of a backtracking regex engine:
+ *
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N} | ?[^\s\p{L}\p{N}]+[\r\n]*
+ *   | \s*[\r\n]+ | \s+(?!\S) | \s+
+ *
+ * tried in that order at each position (leftmost-first, greedy, with the backtracking the regex does).
+ * Character classes come from a table indexed by code point, built in Python from the Unicode data.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LETTER 1
+#define NUMBER 2
+#define SPACE 4
+#define NO_RANK UINT32_MAX
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t *classes;          /* 0x110000 entries */
+    uint32_t *slots;           /* open addressing: rank + 1, 0 = empty */
+    uint64_t mask;
+    char *blob;                /* all token bytes */
+    uint64_t *offsets;         /* offsets[rank] .. offsets[rank + 1] */
+    uint32_t n_tokens;
+} Encoder;
+
+typedef struct { uint32_t *ids; Py_ssize_t len, cap; } Ids;
+
+static uint64_t hash_bytes(const uint8_t *p, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+static uint32_t rank_of(const Encoder *e, const uint8_t *p, Py_ssize_t n) {
+    for (uint64_t s = hash_bytes(p, n) & e->mask;; s = (s + 1) & e->mask) {
+        uint32_t v = e->slots[s];
+        if (!v) return NO_RANK;
+        uint64_t a = e->offsets[v - 1], b = e->offsets[v];
+        if ((Py_ssize_t)(b - a) == n && memcmp(e->blob + a, p, n) == 0) return v - 1;
+    }
+}
+
+/* ---------------------------------------------------------------- scanning */
+
+/* The code point at byte i of valid UTF-8 (Python's own encoding of a str); *len gets its byte length. */
+static uint32_t cp_at(const uint8_t *s, Py_ssize_t i, int *len) {
+    uint8_t c = s[i];
+    if (c < 0x80) { *len = 1; return c; }
+    if (c < 0xE0) { *len = 2; return ((c & 0x1F) << 6) | (s[i + 1] & 0x3F); }
+    if (c < 0xF0) { *len = 3; return ((c & 0x0F) << 12) | ((s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F); }
+    *len = 4;
+    return ((c & 0x07) << 18) | ((s[i + 1] & 0x3F) << 12) | ((s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F);
+}
+
+static Py_ssize_t run_of(const Encoder *e, const uint8_t *s, Py_ssize_t i, Py_ssize_t n, int want, int none) {
+    /* End of the run from i of code points whose class has `want` bits (or, with none, has no `none` bits). */
+    int len;
+    while (i < n) {
+        uint8_t k = e->classes[cp_at(s, i, &len)];
+        if (none ? (k & none) : !(k & want)) break;
+        i += len;
+    }
+    return i;
+}
+
+static int folds_to(uint32_t c, char lower) {  /* (?i) for the contraction letters; U+017F folds to s */
+    return c == (uint32_t)lower || c == (uint32_t)(lower - 32) || (lower == 's' && c == 0x17F);
+}
+
+static Py_ssize_t contraction(const uint8_t *s, Py_ssize_t i, Py_ssize_t n) {
+    /* i is at an apostrophe: the end of 's 't 'm 'd 're 've 'll (any case), or -1. */
+    int l1, l2;
+    if (i + 1 >= n) return -1;
+    uint32_t c1 = cp_at(s, i + 1, &l1);
+    if (folds_to(c1, 's') || folds_to(c1, 't') || folds_to(c1, 'm') || folds_to(c1, 'd')) return i + 1 + l1;
+    if (i + 1 + l1 >= n) return -1;
+    uint32_t c2 = cp_at(s, i + 1 + l1, &l2);
+    if ((folds_to(c1, 'r') && folds_to(c2, 'e')) || (folds_to(c1, 'v') && folds_to(c2, 'e')) ||
+        (folds_to(c1, 'l') && folds_to(c2, 'l'))) return i + 1 + l1 + l2;
+    return -1;
+}
+
+static Py_ssize_t spaces(const Encoder *e, const uint8_t *s, Py_ssize_t start, Py_ssize_t n) {
+    /* \s*[\r\n]+ | \s+(?!\S) | \s+ at start (a space): up to the last line break of the run; else the
+       run when it ends the text; else the run less its last character when that leaves one; else the run. */
+    Py_ssize_t after_break = -1, last = start, i = start;
+    int len;
+    while (i < n) {
+        uint32_t c = cp_at(s, i, &len);
+        if (!(e->classes[c] & SPACE)) break;
+        last = i;
+        i += len;
+        if (c == '\r' || c == '\n') after_break = i;
+    }
+    if (after_break >= 0) return after_break;
+    if (i == n || last == start) return i;
+    return last;
+}
+
+static Py_ssize_t piece_end(const Encoder *e, const uint8_t *s, Py_ssize_t i, Py_ssize_t n) {
+    int l0, l1;
+    uint32_t c0 = cp_at(s, i, &l0);
+    uint8_t k0 = e->classes[c0];
+    if (c0 == '\'') {
+        Py_ssize_t end = contraction(s, i, n);
+        if (end > 0) return end;
+    }
+    if (k0 & LETTER) return run_of(e, s, i, n, LETTER, 0);
+    if (c0 != '\r' && c0 != '\n' && !(k0 & NUMBER) && i + l0 < n && (e->classes[cp_at(s, i + l0, &l1)] & LETTER))
+        return run_of(e, s, i + l0, n, LETTER, 0);
+    if (k0 & NUMBER) return i + l0;
+    Py_ssize_t j = c0 == ' ' ? i + 1 : i;
+    if (j < n && !(e->classes[cp_at(s, j, &l1)] & (SPACE | LETTER | NUMBER))) {
+        j = run_of(e, s, j, n, 0, SPACE | LETTER | NUMBER);
+        while (j < n && (s[j] == '\r' || s[j] == '\n')) j++;
+        return j;
+    }
+    return spaces(e, s, i, n);
+}
+
+/* ---------------------------------------------------------------- merging */
+
+static int push(Ids *out, uint32_t id) {
+    if (out->len == out->cap) {
+        Py_ssize_t cap = out->cap ? out->cap * 2 : 1024;
+        uint32_t *grown = PyMem_Realloc(out->ids, cap * sizeof(uint32_t));
+        if (!grown) return -1;
+        out->ids = grown, out->cap = cap;
+    }
+    out->ids[out->len++] = id;
+    return 0;
+}
+
+static int merge_piece(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *out) {
+    /* Byte-pair merging of one piece not in the vocabulary: starts[k] is where part k begins (plus the
+       end), pair[k] the rank of parts k and k + 1 joined; the lowest (leftmost on ties) joins first. */
+    Py_ssize_t small_starts[64];
+    uint32_t small_pairs[64];
+    Py_ssize_t *starts = n < 63 ? small_starts : PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
+    uint32_t *pair = n < 63 ? small_pairs : PyMem_Malloc((n + 1) * sizeof(uint32_t));
+    if (!starts || !pair) return -1;
+    Py_ssize_t parts = n;
+    for (Py_ssize_t k = 0; k <= n; k++) starts[k] = k;
+    for (Py_ssize_t k = 0; k + 1 < parts; k++) pair[k] = rank_of(e, p + k, 2);
+    while (parts > 1) {
+        Py_ssize_t best = -1;
+        uint32_t best_rank = NO_RANK;
+        for (Py_ssize_t k = 0; k + 1 < parts; k++)
+            if (pair[k] < best_rank) best_rank = pair[k], best = k;
+        if (best < 0) break;
+        memmove(starts + best + 1, starts + best + 2, (parts - best - 1) * sizeof(Py_ssize_t));
+        if (parts - best - 3 > 0) memmove(pair + best + 1, pair + best + 2, (parts - best - 3) * sizeof(uint32_t));
+        parts--;
+        if (best + 1 < parts) pair[best] = rank_of(e, p + starts[best], starts[best + 2] - starts[best]);
+        if (best > 0) pair[best - 1] = rank_of(e, p + starts[best - 1], starts[best + 1] - starts[best - 1]);
+    }
+    int rc = 0;
+    for (Py_ssize_t k = 0; k < parts && rc == 0; k++)
+        rc = push(out, rank_of(e, p + starts[k], starts[k + 1] - starts[k]));
+    if (starts != small_starts) PyMem_Free(starts);
+    if (pair != small_pairs) PyMem_Free(pair);
+    return rc;
+}
+
+static PyObject *Encoder_encode(Encoder *e, PyObject *text) {
+    Py_ssize_t n;
+    if (!PyUnicode_Check(text)) return PyErr_Format(PyExc_TypeError, "encode() takes a str");
+    const uint8_t *s = (const uint8_t *)PyUnicode_AsUTF8AndSize(text, &n);
+    if (!s) return NULL;   /* lone surrogates: the caller falls back to tiktoken */
+    Ids out = {NULL, 0, 0};
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0;) {
+        Py_ssize_t end = piece_end(e, s, i, n);
+        uint32_t r = rank_of(e, s + i, end - i);
+        rc = r != NO_RANK ? push(&out, r) : merge_piece(e, s + i, end - i, &out);
+        i = end;
+    }
+    PyObject *result = rc ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)out.ids, out.len * 4);
+    PyMem_Free(out.ids);
+    return result;
+}
+
+/* ---------------------------------------------------------------- the type */
+
+static int Encoder_init(Encoder *e, PyObject *args, PyObject *kwargs) {
+    PyObject *tokens;
+    Py_buffer classes;
+    if (!PyArg_ParseTuple(args, "O!y*", &PyList_Type, &tokens, &classes)) return -1;
+    if (classes.len != 0x110000) {
+        PyBuffer_Release(&classes);
+        PyErr_SetString(PyExc_ValueError, "classes must hold one byte per code point (0x110000)");
+        return -1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(tokens), total = 0;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *t = PyList_GET_ITEM(tokens, r);
+        if (!PyBytes_Check(t)) { PyBuffer_Release(&classes); PyErr_SetString(PyExc_TypeError, "tokens must be bytes"); return -1; }
+        total += PyBytes_GET_SIZE(t);
+    }
+    uint64_t size = 1;
+    while (size < (uint64_t)count * 3) size <<= 1;
+    e->classes = PyMem_Malloc(0x110000);
+    e->slots = PyMem_Calloc(size, sizeof(uint32_t));
+    e->blob = PyMem_Malloc(total ? total : 1);
+    e->offsets = PyMem_Malloc((count + 1) * sizeof(uint64_t));
+    if (!e->classes || !e->slots || !e->blob || !e->offsets) { PyBuffer_Release(&classes); PyErr_NoMemory(); return -1; }
+    memcpy(e->classes, classes.buf, 0x110000);
+    PyBuffer_Release(&classes);
+    e->mask = size - 1, e->n_tokens = (uint32_t)count, e->offsets[0] = 0;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *t = PyList_GET_ITEM(tokens, r);
+        Py_ssize_t len = PyBytes_GET_SIZE(t);
+        memcpy(e->blob + e->offsets[r], PyBytes_AS_STRING(t), len);
+        e->offsets[r + 1] = e->offsets[r] + len;
+        uint64_t s = hash_bytes((const uint8_t *)PyBytes_AS_STRING(t), len) & e->mask;
+        while (e->slots[s]) s = (s + 1) & e->mask;
+        e->slots[s] = (uint32_t)r + 1;
+    }
+    return 0;
+}
+
+static void Encoder_dealloc(Encoder *e) {
+    PyMem_Free(e->classes);
+    PyMem_Free(e->slots);
+    PyMem_Free(e->blob);
+    PyMem_Free(e->offsets);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"encode", (PyCFunction)Encoder_encode, METH_O, "encode(text) -> bytes of int32 token ids (no special tokens)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stages._qwen_bpe.Encoder",
+    .tp_basicsize = sizeof(Encoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Encoder(tokens: list[bytes], classes: bytes): Qwen pre-tokenizer + byte-pair merging",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_methods = Encoder_methods,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_qwen_bpe", "Exact fast Qwen BPE encoding.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__qwen_bpe(void) {
+    if (PyType_Ready(&EncoderType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&EncoderType);
+    if (PyModule_AddObject(m, "Encoder", (PyObject *)&EncoderType) < 0) { Py_DECREF(&EncoderType); Py_DECREF(m); return NULL; }
+    return m;
+}
