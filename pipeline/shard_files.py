@@ -4,8 +4,8 @@
 
 Each task tokenizes its sorted partition of texts, packs it and writes the full rows straight to Parquet
 with pyarrow (zstd, row groups of `row_group_rows`, files of at most `file_rows`), then hands back only
-the names of its files, its short rows and how many of its documents had no tokens. The driver re-packs the short rows, writes them the same way and deletes any
-file no successful task reported (a failed attempt's). Spark never converts the token lists into its
+the names of its files, its short rows and how many of its documents had no tokens. The driver
+re-packs the short rows, writes them the same way and deletes any file no successful task reported (a failed attempt's). Spark never converts the token lists into its
 own rows or encodes them through its Parquet writer, which took most of the job's JVM time, and the
 token lists never cross from Python to the JVM and back (the shuffle before moves the texts).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
@@ -108,16 +108,16 @@ def _task_packer(config: TokenizeConfig, tmp: str):
             if batch.num_rows and not batch.column("partial")[0].as_py():
                 writer.write(batch)
             elif batch.num_rows:
-                yield _result(batch, file=[None] * batch.num_rows)
+                yield _short_rows(batch)
         names = writer.close()
         report = [*({"split": n.split("/")[0], "file": n} for n in names), {"empty": encoder.empty}]
         yield pa.RecordBatch.from_pylist(report, RESULT_SCHEMA)
     return run
 
 
-def _result(batch: pa.RecordBatch, file: list) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(file, pa.string()), pa.nulls(batch.num_rows, pa.int64())],
-                                      schema=RESULT_SCHEMA)
+def _short_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
+    nulls = [pa.nulls(batch.num_rows, pa.string()), pa.nulls(batch.num_rows, pa.int64())]   # no file, no count
+    return pa.RecordBatch.from_arrays([*batch.columns, *nulls], schema=RESULT_SCHEMA)
 
 
 def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict], dict[str, int], int]:
@@ -138,7 +138,7 @@ def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict],
                            filesystem=filesystem, compression="zstd")
     _remove_unreported(filesystem, root, written)
     files = {split: sum(n.startswith(split + "/") for n in written) for split in SPLITS}
-    return read_counts(filesystem, root, sorted(written)), files, int(pa.compute.sum(result.column("empty")).as_py() or 0)
+    return read_counts(filesystem, root, sorted(written)), files, int(pc.sum(result.column("empty")).as_py() or 0)
 
 
 def read_counts(filesystem, root: str, names: list[str]) -> list[dict]:

@@ -51,13 +51,13 @@ def ordered_texts(docs, config: TokenizeConfig):
     from pyspark.sql import functions as F
 
     key = lambda column: F.sha1(F.concat(F.lit(f"{config.seed}\0"), F.col(column).cast("string")))
-    split_key = key("id")
+    shuffle_key = split_key = key("id")
     if "orig_id" in docs.columns:
         split_key = F.when(F.coalesce(F.col("orig_id"), F.lit("")) != "", key("orig_id")).otherwise(split_key)
     bucket = F.conv(F.substring(split_key, 1, 8), 16, 10).cast("long")
     source = F.col("source") if "source" in docs.columns else F.lit("unknown")
     return (docs.select(F.when(bucket < F.lit(config.valid_fraction * 0x1_0000_0000), "valid").otherwise("train")
-                        .alias("split"), source.alias("source"), key("id").alias("shuffle_key"), "text")
+                        .alias("split"), source.alias("source"), shuffle_key.alias("shuffle_key"), "text")
             .repartition(_partitions(docs.sparkSession), "shuffle_key")
             .sortWithinPartitions("split", "source", "shuffle_key")
             .select("split", "source", "text"))

@@ -148,7 +148,11 @@ static int merge_piece(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *ou
     uint32_t small_pairs[64];
     Py_ssize_t *starts = n < 63 ? small_starts : PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
     uint32_t *pair = n < 63 ? small_pairs : PyMem_Malloc((n + 1) * sizeof(uint32_t));
-    if (!starts || !pair) return -1;
+    if (!starts || !pair) {
+        if (starts && starts != small_starts) PyMem_Free(starts);
+        if (pair && pair != small_pairs) PyMem_Free(pair);
+        return -1;
+    }
     Py_ssize_t parts = n;
     for (Py_ssize_t k = 0; k <= n; k++) starts[k] = k;
     for (Py_ssize_t k = 0; k + 1 < parts; k++) pair[k] = rank_of(e, p + k, 2);

@@ -101,16 +101,18 @@ def _native_module():
 
 
 class FastEncoder:
-    """`encode(text)` -> int32 ids of the text with no special tokens, like tiktoken's `encode_ordinary`."""
+    """`encode(text)` -> int32 ids of the text with no special tokens, like tiktoken's `encode_ordinary`;
+    with `native=False` (or no built module) tiktoken itself computes them."""
 
-    def __init__(self, ranks_path: str):
+    def __init__(self, ranks_path: str, native: bool = True):
         from stages.tokenizer import load_encoding, read_ranks
 
         self.reference = load_encoding(ranks_path)
-        module = _native_module()
+        module = _native_module() if native else None
         self.native = None
         if module is None:
-            log.warning("stages._qwen_bpe is not built (run `make setup`); tokenizing with tiktoken")
+            if native:
+                log.warning("stages._qwen_bpe is not built (run `make setup`); tokenizing with tiktoken")
             return
         ranks = getattr(self.reference, "_mergeable_ranks", None) or read_ranks(Path(shipped(ranks_path)))
         tokens = [b""] * len(ranks)
@@ -119,15 +121,18 @@ class FastEncoder:
         self.native = module.Encoder(tokens, char_classes(module, tokens, self.reference))
 
     def encode(self, text: str) -> np.ndarray:
-        if self.native is None:
-            return np.array(self.reference.encode_ordinary(text), np.int32)
         try:
-            return np.frombuffer(self.native.encode(text), np.int32)
+            return self._encode(text)
         except UnicodeEncodeError:   # lone surrogates become U+FFFD, as tiktoken's encode_ordinary does
-            return np.frombuffer(self.native.encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")),
-                                 np.int32)
+            return self._encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+    def _encode(self, text: str) -> np.ndarray:
+        if self.native is not None:
+            return np.frombuffer(self.native.encode(text), np.int32)
+        # tiktoken's numpy output skips the Python list (ids < 2**31, so the view is exact)
+        return self.reference.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).view(np.int32)
 
 
 @functools.cache
-def fast_encoder(ranks_path: str) -> FastEncoder:
-    return FastEncoder(ranks_path)
+def fast_encoder(ranks_path: str, native: bool = True) -> FastEncoder:
+    return FastEncoder(ranks_path, native)

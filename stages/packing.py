@@ -68,14 +68,12 @@ class DocEncoder:
         self.config, self.tokenizer, self.empty = config, QwenTokenizer(config.tokenizer or None), 0
 
     def encode(self, text: str, source: str | None) -> np.ndarray:
-        """Token ids as int32: web text with the fast encoder (or tiktoken's `encode_to_numpy`, which skips
-        the Python list; ids < 2**31, so the view is exact), ChatML documents with tiktoken."""
+        """Token ids as int32: web text with `tokenize.encoder` (stages/fast_bpe.py), ChatML documents
+        with tiktoken and their markers special (`encode_to_numpy`: ids < 2**31, so the view is exact)."""
         if source in self.config.chatml_sources:
             return self.tokenizer.encoding.encode_to_numpy(text, allowed_special={IM_START, IM_END},
                                                           disallowed_special=()).view(np.int32)
-        if self.config.encoder == "fast":
-            return fast_encoder(self.tokenizer.path).encode(text)
-        return self.tokenizer.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).view(np.int32)
+        return fast_encoder(self.tokenizer.path, self.config.encoder == "fast").encode(text)
 
     def encode_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist()
