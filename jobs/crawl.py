@@ -153,4 +153,6 @@ def crawl_stats(spark, out: str, rounds: int, seconds: float) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

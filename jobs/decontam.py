@@ -62,4 +62,6 @@ def benchmark_report(judged, index: NgramIndex) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

@@ -66,4 +66,6 @@ def judge(docs, verdicts):
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

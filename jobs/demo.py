@@ -139,4 +139,6 @@ def print_summary(results: dict, root: Path, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

@@ -89,4 +89,6 @@ def pretrain_mix(spark, sft, pretrain: list[str], config, output: str, run_confi
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

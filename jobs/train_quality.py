@@ -63,4 +63,6 @@ def fit(labelled: list[tuple[int, str]], config, folder: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

@@ -77,4 +77,6 @@ def source_tokens(df) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

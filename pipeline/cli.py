@@ -9,11 +9,14 @@ Every job takes the same core flags:
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from common.errors import UserError
 from pipeline import io
 from pipeline.config import Recipe
 from pipeline.spark import resolve_master
@@ -40,8 +43,23 @@ def setup_logging() -> None:
 
 
 def load(args: argparse.Namespace) -> Recipe:
+    """The recipe, after the local inputs were checked: both fail in a second, before Spark starts."""
     setup_logging()
+    check_local_inputs(getattr(args, "input", None) or [])
     return Recipe.load(args.recipe, args.set)
+
+
+def check_local_inputs(inputs: list[str]) -> None:
+    """Raises `UserError` for a local `--input` path that does not exist or a glob that matches
+    nothing; remote URIs (`hdfs://`, `s3a://`) are left to the job."""
+    for item in inputs:
+        path = item.removeprefix("file://")
+        if "://" in path:
+            continue
+        if glob.has_magic(path) and not glob.glob(path):
+            raise UserError(f"--input {item}: the pattern matches no file")
+        if not glob.has_magic(path) and not Path(path).exists():
+            raise UserError(f"--input {item}: no such file or folder")
 
 
 def run_config(recipe: Recipe, args: argparse.Namespace, *sections: str) -> dict:

@@ -71,9 +71,7 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
         path = Path(path or DEFAULT_RECIPE)
-        if not path.exists():
-            raise ConfigError(f"recipe not found: {path}")
-        raw = read_toml(path)
+        raw = read_toml(path, recipe_dirs=(DEFAULT_RECIPE.parent,))
         for item in overrides or []:
             apply_override(raw, item)
         sections = {name: build(SECTIONS[name], raw.get(name, {}), name) for name in SECTIONS}

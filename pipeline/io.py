@@ -15,6 +15,10 @@ config are written there; then the old folder is deleted, the temporary one rena
 `_SUCCESS` written. A job killed at any moment leaves either no folder, a folder without `_SUCCESS`
 (which `read_stage` refuses) or a hidden temporary folder (removed by the next run). A rerun
 replaces the folder; it never appends.
+
+Records whose stage raised are `stage_error` rows (`stages/base.py`); when they pass
+`spark.max_error_fraction` of the rows in, `write_split` raises `JobFailed` before the commit, naming
+the commonest errors, and the old output (if any) stays without `_SUCCESS`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from common.errors import JobFailed, UserError
 from pipeline.hadoop import HadoopFS, plain
+from pipeline.spark import SparkConfig
+from stages.base import STAGE_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ ARCHIVE_PATTERNS = ("*.warc", "*.warc.gz", "*.arc", "*.arc.gz", "*.wet", "*.wet.
 MANIFEST_SUFFIXES = (".paths", ".paths.gz", ".txt", ".lst")
 
 
-class StageNotReady(RuntimeError):
+class StageNotReady(UserError):
     """An input folder that a stage must not read: missing, or without `_SUCCESS`."""
 
 
@@ -136,10 +143,34 @@ def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0,
         for name, part in (parts or {}).items():
             part.write.parquet(f"{tmp}/{name}")
         stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
+        check_errors(spark, tmp, stats, _error_limit(config))
         write_json(spark, f"{tmp}/_stats.json", stats)
         write_json(spark, f"{tmp}/_config.json", {"stage": stage, "output": absolute(output), **config})
     log.info("%s: kept %d, rejected %d -> %s", stage, stats["kept"], stats["rejected"], output)
     return stats
+
+
+def _error_limit(config: dict) -> float:
+    """`spark.max_error_fraction` as the job recorded it in its config (the default otherwise)."""
+    spark = (config.get("config") or {}).get("spark") or {}
+    return float(spark.get("max_error_fraction", SparkConfig.max_error_fraction))
+
+
+def check_errors(spark, tmp: str, stats: dict, limit: float) -> None:
+    """Raises `JobFailed` when `stage_error` rows pass `limit` of the rows in (see the module docstring)."""
+    errors = stats["by_reason"].get(STAGE_ERROR, 0)
+    if not errors or errors <= limit * stats["docs_in"]:
+        if errors:
+            log.warning("%s: %d records raised errors (rejected as %s)", stats["stage"], errors, STAGE_ERROR)
+        return
+    from pyspark.sql import functions as F
+
+    top = (spark.read.parquet(f"{tmp}/rejected").where(F.col("drop_reason") == STAGE_ERROR)
+           .groupBy("drop_detail").count().orderBy(F.desc("count")).limit(3).collect())
+    common = "; ".join(f"{r['count']} x {r['drop_detail']}" for r in top)
+    raise JobFailed(f"{stats['stage']}: {errors} of {stats['docs_in']} records raised errors "
+                    f"({errors / max(stats['docs_in'], 1):.1%}), above spark.max_error_fraction = {limit}; "
+                    f"commonest: {common}")
 
 
 def write_partitioned(df, expression: str, tmp: str, parts: tuple[str, ...], **options) -> None:

@@ -5,6 +5,10 @@
 The output schema is the stage's `output_schema(input schema)`, so columns a stage does not know
 are carried through. Output rows are re-batched to `batch_rows` so a stage that fans out (one WARC
 file -> thousands of pages) never holds a whole file's rows in memory.
+
+Per-record fault isolation (`stages.base`): an exception on one record becomes a rejected row
+(`stage_error`), never a failed task; `pipeline.io.write_split` fails the job, before anything is
+committed, when such rows pass `spark.max_error_fraction` of the input.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ def apply(df, stage: Stage, batch_rows: int = 256, min_partitions: int | None = 
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         if isinstance(stage, BatchStage):
-            yield from (stage.process_batch(batch) for batch in batches)
+            yield from (out for batch in batches for out in stage.isolated_batches(batch))
             return
-        rows = stage.stream(doc for batch in batches for doc in batch.to_pylist())
+        rows = stage.stream((doc for batch in batches for doc in batch.to_pylist()), batch_rows)
         while chunk := list(islice(rows, batch_rows)):
             yield pa.RecordBatch.from_pylist(chunk, schema=out_arrow)
 

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from stages.recipe import require, require_fraction
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,14 @@ class SparkConfig:
     arrow_batch_rows: int = 256  # rows per Arrow batch handed to a stage (HTML pages are large)
     ui: bool = False
     conf: dict[str, str] = field(default_factory=dict)  # any other spark.* settings
+    # Records whose stage raised (`stage_error` rows) fail the job above this fraction of its input:
+    # hostile pages are expected, a bug that breaks every record is not.
+    max_error_fraction: float = 0.01
+
+    def __post_init__(self):
+        require(self.arrow_batch_rows > 0, "arrow_batch_rows", self.arrow_batch_rows, "> 0")
+        require(self.shuffle_partitions >= 0, "shuffle_partitions", self.shuffle_partitions, ">= 0 (0: automatic)")
+        require_fraction(self, "max_error_fraction")
 
 
 def resolve_master(config: SparkConfig, override: str | None = None) -> str:

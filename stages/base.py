@@ -6,6 +6,14 @@ columns it adds (`adds`, Arrow fields) and the columns it removes (`drops`), so 
 `drop_reason` (None when kept) and `drop_detail` (free text for humans, e.g. an error message):
 rejected documents are data, never silently lost.
 
+Fault isolation: an exception raised while a stage handles one record (any `BaseException` but a
+process exit or an interrupt, so a Rust panic counts) becomes that record's rejected row with
+`drop_reason = "stage_error"` and the exception in `drop_detail`; the other records go on. Stages run
+on chunks of records; when a chunk raises, its records are run again one by one so only the bad one
+is rejected. A stage whose one input fans out into many rows (`fans_out`, an archive -> its pages)
+runs record by record, keeping the rows it yielded before the error. The job fails only when errors
+pass the recipe's `spark.max_error_fraction` (`pipeline/io.py`), so a real bug still stops a run.
+
     >>> from stages.base import Filter
     >>> class Short(Filter):
     ...     name = "short"
@@ -18,6 +26,7 @@ rejected documents are data, never silently lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -27,6 +36,10 @@ Doc = dict[str, Any]
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
 
 VERDICT_FIELDS = (pa.field("drop_reason", pa.string()), pa.field("drop_detail", pa.string()))
+STAGE_ERROR = "stage_error"
+# Exceptions that end the process rather than describe a record: never turned into rows.
+EXITS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+CHUNK_ROWS = 256
 
 
 class Stage:
@@ -35,6 +48,7 @@ class Stage:
     name: ClassVar[str] = "stage"
     adds: ClassVar[tuple[pa.Field, ...]] = ()
     drops: ClassVar[tuple[str, ...]] = ()
+    fans_out: ClassVar[bool] = False  # one input row may yield very many rows: isolate record by record
 
     def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
         raise NotImplementedError
@@ -44,10 +58,42 @@ class Stage:
         to cluster nodes, where `stages.fs.shipped` finds them."""
         return ()
 
-    def stream(self, docs: Iterable[Doc]) -> Iterator[Doc]:
-        """`process` with the verdict columns always present: what the Spark runner consumes."""
-        for doc in self.process(docs):
-            yield _with_verdict(doc)
+    def stream(self, docs: Iterable[Doc], chunk_rows: int = CHUNK_ROWS) -> Iterator[Doc]:
+        """`process` with fault isolation and the verdict columns always present: what the Spark
+        runner consumes. `chunk_rows` records are handed to `process` at a time."""
+        if self.fans_out:
+            rows = (row for doc in docs for row in self._isolated_stream(doc))
+        else:
+            it = iter(docs)
+            rows = (row for chunk in iter(lambda: list(islice(it, chunk_rows)), []) for row in self._isolated(chunk))
+        for row in rows:
+            yield _with_verdict(row)
+
+    def _isolated(self, chunk: list[Doc]) -> list[Doc]:
+        """The chunk's output; when it raises, each record again alone (the bad ones as error rows)."""
+        try:
+            return list(self.process(chunk))
+        except EXITS:
+            raise
+        except BaseException as err:  # noqa: BLE001 - any record error, Rust panics included
+            if len(chunk) == 1:
+                return [self.error_row(chunk[0], err)]
+        return [row for doc in chunk for row in self._isolated([doc])]
+
+    def _isolated_stream(self, doc: Doc) -> Iterator[Doc]:
+        """One fan-out record's rows as they come; an error ends them with an error row."""
+        try:
+            yield from self.process([doc])
+        except EXITS:
+            raise
+        except BaseException as err:  # noqa: BLE001
+            yield self.error_row(doc, err)
+
+    def error_row(self, doc: Doc, err: BaseException) -> Doc:
+        """`doc` shaped like an output row of this stage, rejected as `stage_error`."""
+        row = {k: v for k, v in doc.items() if k not in self.drops}
+        row.update({f.name: doc.get(f.name) for f in self.adds})
+        return reject(row, STAGE_ERROR, error_detail(self.name, err))
 
     def run(self, docs: Iterable[Doc]) -> list[Doc]:
         """Runs the stage on plain dicts and returns rows shaped like the Spark output."""
@@ -100,10 +146,28 @@ class BatchStage(Stage):
     def process_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         raise NotImplementedError
 
+    def isolated_batches(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """`process_batch` with fault isolation: on an error each row again alone, bad rows rejected."""
+        try:
+            return [self.process_batch(batch)]
+        except EXITS:
+            raise
+        except BaseException as err:  # noqa: BLE001
+            if batch.num_rows == 1:
+                row = self.error_row(batch.to_pylist()[0], err)
+                return [pa.RecordBatch.from_pylist([row], schema=self.output_schema(batch.schema))]
+        return [out for i in range(batch.num_rows) for out in self.isolated_batches(batch.slice(i, 1))]
+
     def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
         docs = list(docs)
         if docs:
             yield from self.process_batch(pa.RecordBatch.from_pylist(docs)).to_pylist()
+
+    def stream(self, docs: Iterable[Doc], chunk_rows: int = CHUNK_ROWS) -> Iterator[Doc]:
+        it = iter(docs)
+        while chunk := list(islice(it, chunk_rows)):
+            for out in self.isolated_batches(pa.RecordBatch.from_pylist(chunk)):
+                yield from out.to_pylist()
 
     def with_columns(self, batch: pa.RecordBatch, added: dict[str, pa.Array]) -> pa.RecordBatch:
         """`batch` shaped to `output_schema`: dropped columns removed, `added` ones set."""
@@ -115,6 +179,11 @@ class BatchStage(Stage):
 def reject(doc: Doc, reason: str | None, detail: str | None = None) -> Doc:
     """Returns `doc` with its verdict set (reason None keeps it)."""
     return {**doc, "drop_reason": reason, "drop_detail": detail}
+
+
+def error_detail(stage: str, err: BaseException) -> str:
+    """What a `stage_error` row says: the stage, the exception type and its message (bounded)."""
+    return f"{stage}: {type(err).__name__}: {err}"[:500]
 
 
 def _reason(verdict: Verdict, default: str) -> tuple[str | None, str | None]:

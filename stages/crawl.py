@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.base import EXITS, STAGE_ERROR, error_detail
 from stages.crawlsegments import SegmentWriter, robots_cache
 from stages.fetch import FetchResult, Fetcher
 from stages.frontier import Scope, extract_links, host_of
@@ -155,12 +156,21 @@ class HostCrawl:
         return row
 
     def fetch(self, row: dict) -> None:
+        """Fetches one URL and logs it; an unexpected error on this URL is logged as its outcome
+        (`error`, detail `stage_error: ...`) and the host's other URLs go on."""
         url = row["url"]
-        if not self.robots.allowed(url):
-            self._log(row, FetchResult(url, url, outcome="robots", error="disallowed by robots.txt"))
-            return
-        result = self.fetcher.fetch(url, self.gate.wait, self.robots.allowed)
-        self._log(row, result, *(self._links(result, row["depth"]) if result.outcome == "ok" else (0, [])))
+        try:
+            if not self.robots.allowed(url):
+                self._log(row, FetchResult(url, url, outcome="robots", error="disallowed by robots.txt"))
+                return
+            result = self.fetcher.fetch(url, self.gate.wait, self.robots.allowed)
+            found = self._links(result, row["depth"]) if result.outcome == "ok" else (0, [])
+        except EXITS:
+            raise
+        except BaseException as err:  # noqa: BLE001 - one hostile page or URL must not end the task
+            detail = f"{STAGE_ERROR}: {error_detail('crawl', err)}"
+            result, found = FetchResult(url, url, outcome="error", error=detail), (0, [])
+        self._log(row, result, *found)
 
     def _links(self, result: FetchResult, depth: int) -> tuple[int, list[dict]]:
         """(links on the page, the in-scope ones as frontier rows)."""

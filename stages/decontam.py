@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
+from stages.recipe import require, require_positive
 
 WORD = re.compile(r"\w+")
 PRIME = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so the polynomial hash mixes every word
@@ -50,6 +51,10 @@ class DecontamConfig:
     min_piece_chars: int = 200  # GPT-3 app. C: pieces shorter than this are discarded
     max_pieces: int = 10  # GPT-3 app. C: documents split into more pieces are dropped
     max_items_reported: int = 8  # item ids listed per document in `contam_items`
+
+    def __post_init__(self):
+        require_positive(self, "ngram", "max_pieces")
+        require(self.mode in ("drop", "cut"), "mode", self.mode, "'drop' or 'cut'")
 
 
 # ---------------------------------------------------------------- normalisation and hashing

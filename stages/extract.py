@@ -5,8 +5,10 @@ the page declares (a wrong legacy declaration on a UTF-8 page is common; a legac
 to be valid UTF-8 is not); then the
 charset declared by the HTTP header (ingest's `charset` column), then a `<meta charset>` / `http-equiv`
 declaration in the first 4 KiB, then charset-normalizer's guess, then UTF-8 with replacement
-characters. Latin-1 and ASCII labels decode as windows-1252, as browsers do. Text is NFC-normalised.
-The `charset` column is set to the encoding actually used.
+characters. Latin-1 and ASCII labels decode as windows-1252, as browsers do. Only the encodings of the
+WHATWG Encoding Standard (what browsers honour) are accepted from a page: a declared `rot13`, `base64`,
+`hex`, `zlib`, `undefined`, `idna` or an unknown name is ignored, as a browser would ignore it, and the
+next candidate is tried. Text is NFC-normalised. The `charset` column is set to the encoding actually used.
 
 Defaults follow FineWeb's use of trafilatura (Penedo et al. 2024: favor_precision, no comments);
 trafilatura's cross-document `deduplicate` is off because its cache makes output depend on the
@@ -27,11 +29,22 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
+from stages.recipe import require
 
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
 NON_ASCII = re.compile(r"[^\x00-\x7f]")
 BROWSER_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
                    "us-ascii": "cp1252", "iso8859-1": "cp1252"}
+# Python's names for the encodings of the WHATWG Encoding Standard (section 4, "Names and labels");
+# x-user-defined and the "replacement" encoding have no Python codec and are ignored.
+WHATWG_CODECS = frozenset({
+    "utf-8", "utf-16-le", "utf-16-be", "utf-16", "cp866", "iso8859-2", "iso8859-3", "iso8859-4", "iso8859-5",
+    "iso8859-6", "iso8859-7", "iso8859-8", "iso8859-10", "iso8859-13", "iso8859-14", "iso8859-15",
+    "iso8859-16", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "cp874", "cp1250", "cp1251", "cp1252",
+    "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "cp1258", "gbk", "gb2312", "gb18030", "big5",
+    "big5hkscs", "euc_jp", "iso2022_jp", "shift_jis", "cp932", "euc_kr", "cp949", "tis-620",
+})
+AS_WINDOWS_1252 = {"iso8859-1": "cp1252", "ascii": "cp1252"}  # browsers decode both as windows-1252
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,9 @@ class ExtractConfig:
     fast: bool = False  # trafilatura's fast mode: no fallback extractors
     with_metadata: bool = True  # title, date, host
     min_text_chars: int = 1  # shorter extractions are rejected as `no_text`
+
+    def __post_init__(self):
+        require(self.min_text_chars >= 0, "min_text_chars", self.min_text_chars, ">= 0")
 
 
 class Extractor(Mapper):
@@ -69,8 +85,8 @@ class Extractor(Mapper):
         if html is None:
             text = doc.get("text")
             return reject(out, None if text else "no_text", None if text else "no html and no text")
-        out["text"], out["charset"] = decode_html(html, doc.get("charset"))
         try:
+            out["text"], out["charset"] = decode_html(html, doc.get("charset"))
             self._extract(out, doc.get("url"))
         except Exception as err:  # trafilatura and lxml raise many types on hostile HTML
             out["text"] = None
@@ -124,11 +140,14 @@ def _decode(html: bytes, declared: str | None) -> tuple[str, str]:
         if encoding:
             try:
                 return html.decode("utf-8-sig" if encoding == "utf-8" else encoding), encoding
-            except UnicodeDecodeError:
+            except (UnicodeError, LookupError):  # bytes not valid in the declared encoding
                 continue
     guess = _guess(html)
     if guess:
-        return html.decode(guess, errors="replace"), guess
+        try:
+            return html.decode(guess, errors="replace"), guess
+        except (UnicodeError, LookupError):
+            pass
     return html.decode("utf-8", errors="replace"), "utf-8"
 
 
@@ -149,22 +168,25 @@ def sniff_meta_charset(html: bytes) -> str | None:
 
 
 def normalise_encoding(label: str | None) -> str | None:
-    """A Python codec name for an HTML charset label, or None when unknown."""
-    if not label:
+    """A Python codec name for an HTML charset label, or None when unknown or not a WHATWG encoding."""
+    if not label or len(label) > 64:
         return None
     label = label.strip().lower()
     label = BROWSER_ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
-    except LookupError:
+        name = codecs.lookup(label).name
+    except (LookupError, ValueError):  # ValueError: a label with NUL characters
         return None
+    name = AS_WINDOWS_1252.get(name, name)
+    return name if name in WHATWG_CODECS else None
 
 
 def _guess(html: bytes) -> str | None:
     from charset_normalizer import from_bytes
 
-    best = from_bytes(html[:200_000]).best()
-    return normalise_encoding(best.encoding) if best else None
+    # the likeliest guess that a browser could decode (charset-normalizer also proposes e.g. hp-roman8)
+    guesses = (normalise_encoding(match.encoding) for match in from_bytes(html[:200_000]))
+    return next((g for g in guesses if g), None)
 
 
 def host_of(url: str | None) -> str | None:

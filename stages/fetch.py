@@ -17,8 +17,15 @@
   (gzip, deflate; brotli and zstd when their modules are installed). A body whose raw or decoded size
   passes `max_bytes`, or that takes longer than `total_timeout` to arrive, is dropped.
 - Only `content_types` are downloaded for 2xx answers; other types are closed after the headers.
-- Addresses: the host must resolve to public addresses unless `allow_private_networks`
-  (see `stages.frontier.address_check`).
+- Addresses: before every attempt and every redirect hop the name is resolved once (`resolver`,
+  getaddrinfo-shaped, default `socket.getaddrinfo`) and every address must be public unless
+  `allow_private_networks`: refused are shared 100.64.0.0/10 (cloud metadata), private, loopback,
+  link-local, multicast, reserved, documentation and benchmarking ranges, IPv4-mapped and
+  IPv4-compatible IPv6, Teredo, 6to4 and NAT64 carrying a refused IPv4 address, and the rest listed
+  in stages/frontier.py. The connection is then pinned: it goes to those checked addresses (in order,
+  the next one on a connection failure), never to a second lookup, while the URL, the `Host` header
+  and TLS (SNI and the certificate's name) keep the original name. Connection pools are keyed by the
+  address connected to, so a name that moves never reuses a connection to its old address.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import email.utils
 import time
 import zlib
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import urllib3
 
@@ -64,11 +72,15 @@ class FetchResult:
 
 
 class Fetcher:
-    """Fetches URLs with one connection pool per host (thread-safe; share one per task)."""
+    """Fetches URLs with one connection pool per checked address (thread-safe; share one per task).
 
-    def __init__(self, config, pool_size: int = 4):
-        self.config = config
-        self.pool = urllib3.PoolManager(num_pools=256, maxsize=pool_size, block=False, retries=False)
+    `resolver` stands in for `socket.getaddrinfo`; `ca_certs` is a CA bundle to trust instead of the system's.
+    """
+
+    def __init__(self, config, pool_size: int = 4, resolver=None, ca_certs: str | None = None):
+        self.config, self.resolver = config, resolver
+        tls = {"ca_certs": ca_certs} if ca_certs else {}
+        self.pool = urllib3.PoolManager(num_pools=256, maxsize=pool_size, block=False, retries=False, **tls)
         self.timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
 
     def fetch(self, url: str, before_request=None, allowed=None, any_type: bool = False) -> FetchResult:
@@ -101,12 +113,12 @@ class Fetcher:
         """One URL without following redirects, with retries (see the module docstring)."""
         result = FetchResult(url, url)
         for attempt in range(self.config.max_retries + 1):
-            ip, refused = address_check(url, self.config.allow_private_networks)
+            ips, refused = address_check(url, self.config.allow_private_networks, self.resolver)
             if refused:
-                return _finish(FetchResult(url, url, ip=ip), "address", refused)
+                return _finish(FetchResult(url, url, ip=next(iter(ips), None)), "address", refused)
             if before_request is not None:
                 before_request()
-            result = self.request(url, ip, any_type)
+            result = self.request(url, ips, any_type)
             result.attempts = attempt + 1
             wait = self._retry_wait(result, attempt)
             if wait is None or attempt == self.config.max_retries:
@@ -124,15 +136,13 @@ class Fetcher:
         after = retry_after(result.header("Retry-After")) if result.status else None
         return backoff if after is None else after
 
-    def request(self, url: str, ip: str | None, any_type: bool = False) -> FetchResult:
-        """One GET; the body is read only for wanted content types and within the size cap."""
-        headers = {"User-Agent": self.config.user_agent, "Accept-Encoding": ", ".join(ENCODINGS),
-                   "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"}
-        result = FetchResult(url, url, ip=ip, started=time.time(),
-                             request_headers=[("Host", host_of(url)), *headers.items()])
+    def request(self, url: str, ips: tuple[str, ...], any_type: bool = False) -> FetchResult:
+        """One GET to the checked `ips`; the body is read only for wanted content types and within the size cap."""
+        headers = {"Host": urlsplit(url).netloc.rpartition("@")[2], "User-Agent": self.config.user_agent,
+                   "Accept-Encoding": ", ".join(ENCODINGS), "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"}
+        result = FetchResult(url, url, ip=ips[0], started=time.time(), request_headers=list(headers.items()))
         try:
-            resp = self.pool.request("GET", url, headers=headers, redirect=False, retries=False,
-                                     preload_content=False, decode_content=False, timeout=self.timeout)
+            resp = self._open(url, ips, headers)
         except urllib3.exceptions.HTTPError as err:
             return _finish(result, _error_kind(err), f"{type(err).__name__}: {err}"[:500])
         complete = False
@@ -144,6 +154,29 @@ class Fetcher:
             resp.release_conn() if complete else resp.close()  # an unread body spoils the connection
         result.seconds = round(time.time() - result.started, 4)
         return result
+
+    def _open(self, url: str, ips: tuple[str, ...], headers: dict):
+        """GET over a connection to the first of `ips` that accepts one, as urllib3 tries getaddrinfo's answers.
+
+        The pool's host is the address itself, so urllib3 never looks the name up; the name travels in
+        `Host` and, for https, as `server_hostname` (SNI, and what the certificate is checked against).
+        """
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        tls = {"server_hostname": parts.hostname} if parts.scheme == "https" else {}
+        target = urllib3.util.parse_url(url).request_uri
+
+        def get(ip: str):
+            pool = self.pool.connection_from_host(ip, port, parts.scheme, pool_kwargs=tls)
+            return pool.urlopen("GET", target, headers=headers, redirect=False, retries=False, assert_same_host=False,
+                                preload_content=False, decode_content=False, timeout=self.timeout)
+
+        for ip in ips[:-1]:
+            try:
+                return get(ip)
+            except urllib3.exceptions.ConnectTimeoutError:  # NewConnectionError too: the next address
+                continue
+        return get(ips[-1])
 
     def _read(self, resp, result: FetchResult, any_type: bool = False) -> bool:
         """Fills `result` from the response; True when the body was read to its end."""

@@ -11,12 +11,25 @@ removed, query sorted) plus RFC 3986 dot-segment removal and fragment stripping,
 key in the seen-set. Trap bounds follow common crawler practice (Heritrix's `TooManyPathSegments`
 and URL length limits, Nutch's `urlfilter-regex` repeated-segment rule): URLs longer than
 `max_url_length`, with more than `max_query_params` query parameters, more than `max_path_segments`
-segments, or one path segment repeated `max_repeated_segments` times are dropped. Pure Python, no Spark.
+segments, or one path segment repeated `max_repeated_segments` times are dropped. `normalize` also
+drops userinfo (no credentials are sent, and `user@host` must not be a second politeness key) and
+refuses hosts that cannot be looked up (invalid IDNA labels, over 253 characters, control
+characters, percent signs, zone ids) and ports outside 1-65535.
+
+Address safety (`address_check`, asked by stages/fetch.py before every request and redirect hop):
+an address is public only if `ipaddress` calls it global and it is in none of these ranges, whatever
+the Python version says about them: shared 100.64.0.0/10 (carrier NAT, cloud metadata such as
+100.100.100.200), private, loopback, link-local, unspecified, multicast, reserved, documentation,
+benchmarking and IETF protocol ranges, the 6to4 relay anycast 192.88.99.0/24, IPv4-mapped and
+IPv4-compatible IPv6, Teredo, local-use NAT64 64:ff9b:1::/48, SRv6 5f00::/16, unique-local,
+site-local, zone-scoped addresses and any IPv6 outside 2000::/3. 6to4 (2002::/16) and NAT64
+(64:ff9b::/96) addresses are judged by the IPv4 address they carry. A name is refused when any of its
+addresses is not public: the answer set is the attacker's to choose, and refusing it whole keeps the
+verdict independent of which record a connection would try first. Pure Python, no Spark.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import socket
@@ -31,17 +44,38 @@ SCHEMES = ("http", "https")
 
 
 def normalize(url: str, base: str | None = None) -> str | None:
-    """Absolute, normalised http(s) URL without fragment, or None when it is not one."""
+    """Absolute, normalised http(s) URL without fragment or userinfo, or None when it is not one."""
     try:
         url = urljoin(base, courlan.scrub_url(url)) if base else courlan.scrub_url(url)
         parts = urlsplit(url)
-        if parts.scheme.lower() not in SCHEMES or not parts.hostname:
-            return None
+        if parts.scheme.lower() not in SCHEMES or not valid_host(parts.hostname) or parts.port == 0:
+            return None  # .port raises ValueError past 65535 or when it is not a number
+        netloc = parts.netloc.rpartition("@")[2]
         path = urljoin("/", parts.path or "/")  # resolves ./ and ../ segments
-        url = courlan.normalize_url(urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")))
+        url = courlan.normalize_url(urlunsplit((parts.scheme, netloc, path, parts.query, "")))
     except ValueError:  # malformed port, IPv6 literal, ...
         return None
     return url.split("#", 1)[0]
+
+
+def valid_host(host: str | None) -> bool:
+    """Whether a URL's (lower-case, unbracketed) host can be looked up: an IP address without a zone id, or
+    a name whose IDNA form has labels of letters, digits, `-` and `_` (at most 63 each, 253 in all)."""
+    if not host or len(host) > 253:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return "%" not in host
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii")  # the form getaddrinfo would look up
+    except UnicodeError:
+        return False
+    return len(name) <= 253 and HOST_NAME.fullmatch(name) is not None
+
+
+HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
 def host_of(url: str) -> str:
@@ -133,44 +167,102 @@ def _domain(host: str) -> str:
     return courlan.extract_domain(f"http://{name}/") or name
 
 
-@functools.lru_cache(maxsize=4096)
-def resolve(host: str) -> tuple[str, ...]:
-    """IP addresses of a host name (empty when it does not resolve)."""
+def resolve(host: str, resolver=None) -> tuple[str, ...]:
+    """Distinct addresses of `host`, in the resolver's order (empty when it does not resolve).
+
+    `resolver` is shaped like `socket.getaddrinfo` (the default, looked up at each call). Nothing is
+    cached here: the fetcher connects to exactly the addresses this returned, so a lookup per request
+    is what makes a later, different answer harmless. A failed lookup, or an answer of the wrong shape
+    from a stand-in resolver, means "does not resolve".
+    """
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
+        infos = (resolver or socket.getaddrinfo)(host, None, proto=socket.IPPROTO_TCP)
+        return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    except (OSError, ValueError, TypeError, LookupError):  # gaierror, IDNA UnicodeError, junk answers
         return ()
-    return tuple(dict.fromkeys(info[4][0] for info in infos))
+
+
+_V4, _V6 = ipaddress.IPv4Network, ipaddress.IPv6Network
+# (range, reason), most specific first; refused whatever `is_global` says (it changed across Pythons).
+REFUSED = tuple((net(cidr), why) for net, cidr, why in [
+    (_V4, "0.0.0.0/8", "unspecified"), (_V4, "10.0.0.0/8", "private"), (_V4, "100.64.0.0/10", "shared"),
+    (_V4, "127.0.0.0/8", "loopback"), (_V4, "169.254.0.0/16", "link_local"), (_V4, "172.16.0.0/12", "private"),
+    (_V4, "192.0.0.0/24", "ietf_protocol"), (_V4, "192.0.2.0/24", "documentation"),
+    (_V4, "192.88.99.0/24", "6to4_relay"), (_V4, "192.168.0.0/16", "private"), (_V4, "198.18.0.0/15", "benchmark"),
+    (_V4, "198.51.100.0/24", "documentation"), (_V4, "203.0.113.0/24", "documentation"),
+    (_V4, "224.0.0.0/4", "multicast"), (_V4, "240.0.0.0/4", "reserved"),
+    (_V6, "::/128", "unspecified"), (_V6, "::1/128", "loopback"), (_V6, "::ffff:0:0/96", "ipv4_mapped"),
+    (_V6, "::/96", "ipv4_compatible"), (_V6, "64:ff9b:1::/48", "nat64_local"), (_V6, "100::/64", "discard"),
+    (_V6, "2001::/32", "teredo"), (_V6, "2001:2::/48", "benchmark"), (_V6, "2001:db8::/32", "documentation"),
+    (_V6, "2001::/23", "ietf_protocol"), (_V6, "3fff::/20", "documentation"), (_V6, "5f00::/16", "srv6"),
+    (_V6, "fc00::/7", "private"), (_V6, "fe80::/10", "link_local"), (_V6, "fec0::/10", "site_local"),
+    (_V6, "ff00::/8", "multicast"),
+])
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 
 
 def unsafe_address(ip: str) -> str | None:
-    """Why an address must not be crawled by default (private, loopback, ...), or None for public ones."""
+    """Why an address must not be crawled by default (see the module docstring), or None for public ones."""
     try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         return "bad_address"
-    if getattr(addr, "ipv4_mapped", None):
-        addr = addr.ipv4_mapped
-    for name in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_reserved", "is_private"):
-        if getattr(addr, name):
-            return name[3:]
+    return _refusal(addr)
+
+
+def _refusal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if getattr(addr, "scope_id", None):
+        return "scoped"  # a zone id only means something on a link
+    for network, why in REFUSED:
+        if addr.version == network.version and addr in network:
+            return why
+    tunnel = _carried_ipv4(addr)
+    if tunnel is not None:
+        name, inner = tunnel
+        if why := _refusal(inner):
+            return f"{name}:{why}"  # reaching it may end at that IPv4 address
+    elif addr.version == 6 and addr not in GLOBAL_UNICAST:
+        return "reserved"
+    return None if addr.is_global else "not_global"
+
+
+def _carried_ipv4(addr) -> tuple[str, ipaddress.IPv4Address] | None:
+    """("6to4" | "nat64", the IPv4 address) for an IPv6 address that carries one, else None."""
+    if addr.version != 6:
+        return None
+    if addr.sixtofour is not None:
+        return "6to4", addr.sixtofour
+    if addr in NAT64:
+        return "nat64", ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return None
 
 
-def address_check(url: str, allow_private: bool) -> tuple[str | None, str | None]:
-    """(ip, reason): the address to record and why the URL is refused (None when it is allowed).
+def address_check(url: str, allow_private: bool, resolver=None) -> tuple[tuple[str, ...], str | None]:
+    """(addresses, reason): where `url` may be fetched from, or why it is refused (reason None: allowed).
 
-    Every resolved address must be public unless `allow_private`: a name with one private address
-    could be steered to it (DNS rebinding), so one is enough to refuse.
+    The caller must connect only to the returned addresses (stages/fetch.py pins them), never look the
+    name up again. Unless `allow_private`, every address must be public (see the module docstring);
+    a refusal returns the offending address. Reasons: `bad_url`, `scheme`, `dns`, `bad_address`
+    (the resolver answered something that is not an address) and `private_address:<why>`.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (), "bad_url"
     if parts.scheme not in SCHEMES or not parts.hostname:
-        return None, "scheme"
-    ips = resolve(parts.hostname)
+        return (), "scheme"
+    if port == 0 or not valid_host(parts.hostname):
+        return (), "bad_url"
+    ips = resolve(parts.hostname, resolver)
     if not ips:
-        return None, "dns"
-    if not allow_private:
-        for ip in ips:
-            if reason := unsafe_address(ip):
-                return ip, f"private_address:{reason}"
-    return ips[0], None
+        return (), "dns"
+    refused = [(ip, why) for ip in ips if (why := unsafe_address(ip))]
+    for ip, why in refused:
+        if why == "bad_address":
+            return (ip,), why
+    if refused and not allow_private:
+        ip, why = refused[0]
+        return (ip,), f"private_address:{why}"
+    return ips, None

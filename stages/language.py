@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
 from stages.fs import shipped
+from stages.recipe import require, require_fraction, require_positive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,12 @@ class LanguageConfig:
     min_score: float = 0.65  # CCNet's threshold
     thresholds: dict[str, float] = field(default_factory=dict)  # per-language thresholds
     max_chars: int = 4000
+
+    def __post_init__(self):
+        require_positive(self, "max_chars")
+        require_fraction(self, "min_score")
+        for lang, score in self.thresholds.items():
+            require(0.0 <= score <= 1.0, f"thresholds.{lang}", score, "between 0 and 1")
 
 
 def model_path(path: str = "") -> str:

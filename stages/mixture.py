@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from stages.base import Doc, Mapper, Stage, reject
 from stages.tokenizer import QwenTokenizer
+from stages.recipe import require
 
 BINS = 4096  # histogram bins over u for calibration: error <= 1/4096 of a group's tokens
 Group = tuple[str, str]  # (source, bucket); bucket "" when the recipe has no bucket weights
@@ -42,6 +43,12 @@ class MixtureConfig:
     calibrate: bool = True  # calibrate fractional repeats on the token histogram (see module docstring)
     seed: int = 0
     tokenizer: str = ""  # for documents without `n_tokens`; empty: $QWEN_TIKTOKEN or assets/qwen.tiktoken
+
+    def __post_init__(self):
+        require(self.total_tokens >= 0, "total_tokens", self.total_tokens, ">= 0")
+        for table in ("source_weights", "bucket_weights", "target_shares"):
+            for key, value in getattr(self, table).items():
+                require(value >= 0, f"{table}.{key}", value, ">= 0")
 
 
 def uniform(seed: int, doc_id: str, epoch: int) -> float:

@@ -7,6 +7,12 @@ recipes the same way. Pure Python: no Spark, no torch.
     apply_override(raw, "extract.fast=true")
     config = build(ExtractConfig, raw["extract"], "extract")   # unknown keys / wrong types raise
     tables = load_sections("train.toml", {"optim": OptimConfig, "train": TrainConfig}, ["optim.lr=1e-3"])
+
+Every mistake is a `ConfigError` (a `common.errors.UserError`: one line, exit status 2) naming the file,
+key or value: a missing, unreadable, non-UTF-8 or malformed file, a top-level value that is not a table,
+an unknown key, a wrong type, a value out of its range (checked by the dataclass's `__post_init__`
+with `require`). A `base` is looked up only inside the recipe's own folder, then by file name in the
+caller's recipe folders (`recipe_dirs`): a recipe cannot make the loader read files elsewhere.
 """
 
 from __future__ import annotations
@@ -18,38 +24,80 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not match the registered dataclasses."""
 
 
-def read_toml(path: Path, depth: int = 0) -> dict[str, Any]:
-    """Reads a recipe; a top-level `base = "other.toml"` (relative to it) is loaded first and overlaid."""
-    raw = tomllib.loads(path.read_text())
+def read_toml(path: Path, depth: int = 0, recipe_dirs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Reads a recipe; a top-level `base = "other.toml"` is loaded first and overlaid (see the module
+    docstring for where a base may be)."""
+    raw = _parse(Path(path))
     base = raw.pop("base", None)
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [{section}] table, got {values!r}")
     if base is None:
         return raw
     if depth > 8:
-        raise ConfigError(f"recipe bases nest too deeply at {path}")
-    merged = read_toml((path.parent / base).resolve(), depth + 1)
+        raise ConfigError(f"{path}: recipe bases nest too deeply")
+    merged = read_toml(base_path(Path(path), base, recipe_dirs), depth + 1, recipe_dirs)
     for section, values in raw.items():
         merged.setdefault(section, {}).update(values)
     return merged
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"recipe not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} is not a file")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"recipe {path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"recipe {path} cannot be read: {err.strerror or err}") from None
+
+
+def base_path(path: Path, base: Any, recipe_dirs: tuple[Path, ...] = ()) -> Path:
+    """The file a `base = ...` names: inside the recipe's folder, else that file name in `recipe_dirs`."""
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be a recipe file name, got {base!r}")
+    folder = path.resolve().parent
+    local = (folder / base).resolve()
+    if local.is_relative_to(folder) and local.is_file():
+        return local
+    for known in recipe_dirs:
+        candidate = (Path(known) / base).resolve()
+        if candidate.parent == Path(known).resolve() and candidate.is_file():
+            return candidate
+    places = ", ".join(str(p) for p in (folder, *recipe_dirs))
+    raise ConfigError(f"{path}: base {base!r} is not a recipe in {places}")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Applies one `section.key=value` to the parsed TOML dict."""
     dotted, sep, text = item.partition("=")
     section, dot, key = dotted.strip().partition(".")
-    if not (sep and dot and section and key):
+    if not (sep and dot and section and key.strip()):
         raise ConfigError(f"--set expects section.key=value, got {item!r}")
-    raw.setdefault(section, {})[key.strip()] = parse_value(text.strip())
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"--set {item!r}: '{section}' is not a table in the recipe")
+    table[key.strip()] = parse_value(text.strip())
 
 
-def load_sections(path: str | Path | None, sections: dict[str, type], overrides: list[str] = ()) -> dict[str, Any]:
+def load_sections(path: str | Path | None, sections: dict[str, type], overrides: list[str] = (),
+                  recipe_dirs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A whole recipe whose tables are all registered in `sections` (name -> dataclass): reads it (or
     nothing when `path` is None), applies the overrides and builds every table (defaults for absent ones)."""
-    raw = read_toml(Path(path)) if path else {}
+    raw = read_toml(Path(path), recipe_dirs=recipe_dirs) if path else {}
     for item in overrides:
         apply_override(raw, item)
     unknown = set(raw) - set(sections)
@@ -74,7 +122,30 @@ def build(cls: type, values: dict[str, Any], section: str) -> Any:
         if key not in fields:
             raise ConfigError(f"unknown key '{section}.{key}' (known: {', '.join(fields)})")
         kwargs[key] = coerce(value, hints[key], f"{section}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # a `require` in __post_init__, or the dataclass's own check
+        message = str(err)
+        raise ConfigError(message if message.startswith(f"{section}.") else f"{section}.{message}") from None
+
+
+def require(ok: bool, key: str, value: Any, what: str) -> None:
+    """For a config's `__post_init__`: `require(self.seq_len > 0, "seq_len", self.seq_len, "> 0")`
+    raises "seq_len must be > 0, got 0" (`build` adds the section)."""
+    if not ok:
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+
+
+def require_positive(config: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        require(value > 0, key, value, "> 0")
+
+
+def require_fraction(config: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        require(0.0 <= value <= 1.0, key, value, "between 0 and 1")
 
 
 def coerce(value: Any, hint: Any, name: str) -> Any:

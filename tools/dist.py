@@ -8,7 +8,7 @@
 | file                | spark-submit flag                      | what it is                                        |
 |---------------------|----------------------------------------|---------------------------------------------------|
 | dist/submit.py      | the application file                   | runs `jobs.<stage>` (or a dotted module such as `synth.rejection`) from the zip: `spark-submit ... dist/submit.py extract --input ...` |
-| dist/qwenforge.zip  | `--py-files`                           | `pipeline/`, `stages/`, `jobs/`, `training/`, `synth/` (+ recipes), reproducible bytes |
+| dist/qwenforge.zip  | `--py-files`                           | `common/`, `pipeline/`, `stages/`, `jobs/`, `training/`, `synth/` (+ recipes), reproducible bytes |
 | dist/env.tar.gz     | `--archives dist/env.tar.gz#env`       | a relocatable copy of the virtual environment with the executors' runtime packages only (no pyspark: the node's Spark supplies its own; torch only with `--torch`, for the synthesis jobs that run a model on executors), run as `./env/bin/python` |
 | dist/assets.tar.gz  | `--archives dist/assets.tar.gz#assets` | fastText LID model and Qwen BPE ranks (tools/assets.py), unpacked as `./assets/` in each executor's working folder |
 
@@ -43,7 +43,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
-PACKAGES = ("pipeline", "stages", "jobs", "training", "synth")  # training/ and synth/: the synth.* jobs
+PACKAGES = ("common", "pipeline", "stages", "jobs", "training", "synth")  # training/ and synth/: the synth.* jobs
 ASSETS = ("lid.176.ftz", "qwen.tiktoken")
 SKIP = {"torch", "pyspark", "matplotlib", "qwenforge"}  # training-only, or supplied by the node's Spark
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed member times: the same code gives the same zip bytes

@@ -236,7 +236,7 @@ class AlignRecipe:
 
 def load_recipe(path: str | Path | None, sections: dict[str, type], overrides: list[str] = ()) -> AlignRecipe:
     """A TOML recipe (stages/recipe.py rules: base =, section.key=value overrides, unknown keys are errors)."""
-    return AlignRecipe(load_sections(path, sections, overrides))
+    return AlignRecipe(load_sections(path, sections, overrides, recipe_dirs=(RECIPES,)))
 
 
 def stage_args(module: str, doc: str | None = None, recipe: str | None = None) -> argparse.ArgumentParser:

@@ -77,4 +77,6 @@ def code_interpreter_chat(reply, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

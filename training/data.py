@@ -14,6 +14,10 @@ resume is exact (nothing repeated or skipped), N processes see exactly the rows 
 and a run may resume on another world size. Each rank decodes only the row groups that hold its rows
 (one row group cached at a time). Rows shorter than `row_width` (the `partial` row per source) are
 padded and their padding is ignored by the loss.
+
+Bad shards are user errors (`ShardError`, one line naming the file): a missing or malformed
+manifest, a file that is not Parquet, a row group that cannot be decoded, token ids outside the
+model's vocabulary (checked per row group as it is read, when `vocab_size` is set).
 """
 from __future__ import annotations
 
@@ -24,8 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+
+from common.errors import UserError
 
 IGNORE = -100   # target id that cross_entropy(ignore_index=-100) skips
 
@@ -53,32 +61,66 @@ class Batch:
         return self.doc_ids if bool((real.any(1) & (lo != hi)).any()) else None
 
 
+class ShardError(UserError, ValueError):
+    """A shards folder or file the trainer cannot use; the message names it."""
+
+
 class ShardData:
     """One split of a shards folder: the manifest, and every row group as (file, index, rows)."""
 
-    def __init__(self, root: str | Path, split: str):
-        self.root = Path(root)
-        manifest = self.root / "manifest.json"
-        if not manifest.exists():
-            raise FileNotFoundError(f"{manifest} not found: is {self.root} a shards folder (jobs.tokenize)?")
-        self.manifest = json.loads(manifest.read_text())
+    def __init__(self, root: str | Path, split: str, vocab_size: int | None = None):
+        self.root, self.vocab_size = Path(root), vocab_size
+        self.manifest = read_manifest(self.root)
         self.row_width = int(self.manifest["row_width"])
         self.files = sorted((self.root / split).glob("*.parquet"))
-        self.groups = [(f, i, pq.ParquetFile(f).metadata.row_group(i).num_rows)
-                       for f in self.files for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+        self.groups = [(f, i, meta.row_group(i).num_rows) for f in self.files
+                       for meta in [_footer(f)] for i in range(meta.num_row_groups)]
         self.groups = [g for g in self.groups if g[2] > 0]
         self.rows = sum(g[2] for g in self.groups)
         if not self.rows:
-            raise ValueError(f"no rows in {self.root / split}")
+            raise ShardError(f"no rows in {self.root / split}")
         self._cached: tuple | None = None
 
     def read_group(self, g: int) -> tuple[list, list]:
         """(input_ids, doc_starts) lists of row group g; the last one read is kept."""
         if self._cached is None or self._cached[0] != g:
             path, index, _ = self.groups[g]
-            table = pq.ParquetFile(path).read_row_group(index, columns=["input_ids", "doc_starts"])
+            try:
+                table = pq.ParquetFile(path).read_row_group(index, columns=["input_ids", "doc_starts"])
+            except (OSError, pa.ArrowException, KeyError) as err:
+                raise ShardError(f"{path}: row group {index} cannot be read ({type(err).__name__}: {err})") from None
+            self._check_ids(table.column("input_ids"), f"{path} row group {index}")
             self._cached = (g, table.column("input_ids").to_pylist(), table.column("doc_starts").to_pylist())
         return self._cached[1], self._cached[2]
+
+    def _check_ids(self, ids: pa.ChunkedArray, where: str) -> None:
+        if self.vocab_size is None:
+            return
+        bounds = pc.min_max(pc.list_flatten(ids))
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is not None and (lo < 0 or hi >= self.vocab_size):
+            bad = lo if lo < 0 else hi
+            raise ShardError(f"{where}: token id {bad} is outside the model's vocabulary "
+                             f"(vocab_size {self.vocab_size}): shards and model do not match")
+
+
+def read_manifest(root: Path) -> dict:
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise ShardError(f"{manifest} not found: is {root} a shards folder (jobs.tokenize)?")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        int(data["row_width"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ShardError(f"{manifest} is not a shards manifest ({type(err).__name__}: {err})") from None
+    return data
+
+
+def _footer(path: Path) -> pq.FileMetaData:
+    try:
+        return pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(f"{path} is not a readable Parquet file ({err})") from None
 
 
 def encode_rows(rows: list[tuple[list[int], list[int]]], row_width: int) -> Batch:

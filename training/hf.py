@@ -275,4 +275,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from common.errors import JobFailed, cli_main
 from stages.recipe import ConfigError, load_sections
 from training import checkpoint as ckpt
 from training import dist
@@ -98,13 +99,13 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "Recipe":
-        return cls(**load_sections(path, SECTIONS, overrides))
+        return cls(**load_sections(path, SECTIONS, overrides, recipe_dirs=(RECIPES,)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(JobFailed, RuntimeError):
     """Loss or gradient norm became NaN/inf; the run stops before the optimizer step."""
 
 
@@ -131,6 +132,9 @@ class Trainer:
         vocab = self.train_data.manifest.get("tokenizer", {}).get("vocab_size", 0)
         if vocab > self.cfg.vocab_size:
             raise ConfigError(f"shards use {vocab} token ids but the model has vocab_size {self.cfg.vocab_size}")
+        for data in (self.train_data, self.valid_data):   # every id is checked as its row group is read
+            if data is not None:
+                data.vocab_size = self.cfg.vocab_size
 
     # ------------------------------------------------------------------ setup and resume
 
@@ -351,7 +355,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except NonFiniteLoss as e:
-        sys.exit(f"training stopped: {e}")
+    cli_main(main)

@@ -202,4 +202,6 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)

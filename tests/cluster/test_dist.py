@@ -23,7 +23,7 @@ def test_code_zip_is_reproducible_and_importable(tmp_path):
     a, b = dist.build_zip(tmp_path / "a.zip"), dist.build_zip(tmp_path / "b.zip")
     assert a.read_bytes() == b.read_bytes()
     names = set(zipfile.ZipFile(a).namelist())
-    packages = ("pipeline", "stages", "jobs", "training", "synth")
+    packages = ("common", "pipeline", "stages", "jobs", "training", "synth")
     expected = {str(p.relative_to(ROOT)) for pkg in packages for p in (ROOT / pkg).rglob("*.py")
                 if "__pycache__" not in p.parts}
     assert expected <= names and "pipeline/recipes/default.toml" in names

@@ -75,3 +75,25 @@ def test_robots_answer_is_reused_and_archived_once(site, tmp_path):
     assert robots_cache(tmp_path, "-b00003", max_age=0) == {}  # too old: fetched again
     crawl_group(rows(site)[4:5], config(robots_max_age=0.0), {site.host}, str(tmp_path), 2, 3)
     assert site.paths().count("/robots.txt") == 2
+
+
+def test_an_error_on_one_url_is_logged_and_the_task_goes_on(site, tmp_path, monkeypatch):
+    """A page whose link extraction raises (even a BaseException such as a Rust panic) is one log row
+    with outcome `error`, not a failed task."""
+    real = crawl.extract_links
+
+    class Panic(BaseException):
+        pass
+
+    def fragile(content, base):
+        if base.endswith(("/p03", "/p05")):
+            raise Panic("hostile page") if base.endswith("/p05") else ValueError("hostile page")
+        return real(content, base)
+
+    monkeypatch.setattr(crawl, "extract_links", fragile)
+    summary = crawl_group(rows(site), config(), {site.host}, str(tmp_path), 0, 1)
+    log = {r["url"].rsplit("/", 1)[1]: r for r in pq.read_table(tmp_path / "log").to_pylist()}
+    assert summary["fetched"] == len(PAGES) and len(log) == len(PAGES)
+    assert log["p03"]["outcome"] == "error" and log["p03"]["error"] == "stage_error: crawl: ValueError: hostile page"
+    assert log["p05"]["error"] == "stage_error: crawl: Panic: hostile page"
+    assert all(r["outcome"] == "ok" for name, r in log.items() if name not in ("p03", "p05"))

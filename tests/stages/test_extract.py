@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
 import trafilatura
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stages.extract import ExtractConfig, Extractor, decode_html, normalise_encoding, sniff_meta_charset
 
@@ -86,3 +89,48 @@ def test_utf8_with_a_few_broken_bytes_is_still_utf8():
     html = b'<meta charset="windows-1250"><p>' + body + b"\xff</p>"
     text, encoding = decode_html(html, None)
     assert encoding == "utf-8" and "Größe" in text and text.count("\ufffd") == 1
+
+
+# ---------------------------------------------------------------- hostile input
+
+NON_TEXT_CODECS = ("rot13", "rot_13", "base64", "hex", "zlib", "bz2", "uu", "quopri", "undefined", "idna",
+                   "punycode", "unicode_escape", "raw_unicode_escape", "mbcs", "x-bogus", "", " ", "utf-8\x00",
+                   "a" * 10_000)
+
+
+@pytest.mark.parametrize("label", NON_TEXT_CODECS)
+def test_a_declared_non_text_codec_is_ignored_not_raised(label):
+    """Before: bytes.decode('rot13') raised LookupError outside the try and failed the whole job."""
+    html = ARTICLE.format(PARAS).encode("cp1252")
+    for doc in ({"html": html, "charset": label}, {"html": f'<meta charset="{label}">'.encode() + html}):
+        row = Extractor().map({**doc, "id": "1", "url": "https://example.org/"})
+        assert row["drop_reason"] is None and "Paragraph number 7" in row["text"] and "café" in row["text"]
+    assert normalise_encoding(label) is None
+
+
+def test_only_whatwg_encodings_are_honoured():
+    assert normalise_encoding("Shift_JIS") == "shift_jis" and normalise_encoding("l1") == "cp1252"
+    assert normalise_encoding("utf-16le") == "utf-16-le" and normalise_encoding("cp037") is None
+
+
+LABELS = st.one_of(st.sampled_from(NON_TEXT_CODECS + ("utf-8", "utf-16", "shift_jis", "koi8-r", "latin1")),
+                   st.text(max_size=40))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=3000), declared=st.none() | LABELS, meta=st.none() | LABELS,
+       url=st.none() | st.text(max_size=60))
+def test_any_bytes_and_any_charset_end_in_a_row(body, declared, meta, url):
+    html = (f'<meta charset="{meta}">'.encode("utf-8", "surrogatepass") if meta is not None else b"") + body
+    row = Extractor().map({"id": "x", "url": url, "html": html, "charset": declared})
+    assert row["drop_reason"] in (None, "no_text", "extract_error")
+    assert (row["drop_reason"] is None) == bool(row["text"])
+    assert row["text"] is None or isinstance(row["text"], str) and "\ud800" not in row["text"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(max_size=2000), charset=st.sampled_from(("utf-8", "utf-16", "cp1252", "gb18030", "koi8-r")))
+def test_any_unicode_page_decodes_without_raising(text, charset):
+    html = ARTICLE.format(f"<p>{text}</p>").encode(charset, errors="replace")
+    decoded, used = decode_html(html, charset)
+    assert isinstance(decoded, str) and used

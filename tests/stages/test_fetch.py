@@ -1,13 +1,15 @@
 """Fetching, robots.txt and the host gate against real HTTP servers on 127.0.0.x (server-side logs).
 
-`Site` is also used by tests/jobs/test_crawl.py: a ThreadingHTTPServer in a thread whose routes
-return (status, headers, body, delay) and which logs every request with its arrival time.
+`Site` is also used by tests/jobs/test_crawl.py and tests/stages/test_crawl_hostile.py: a
+ThreadingHTTPServer in a thread (plain or TLS) whose routes return (status, headers, body, delay) and
+which logs every request with its arrival time and request headers.
 """
 
 from __future__ import annotations
 
 import email.utils
 import gzip
+import ssl
 import threading
 import time
 import urllib.robotparser
@@ -36,12 +38,16 @@ def redirect(location: str, status: int = 301):
 class Site:
     """A real HTTP/1.1 server on (ip, free port) in a daemon thread, with a server-side request log."""
 
-    def __init__(self, ip: str = "127.0.0.1", routes: dict | None = None):
-        self.routes, self.log, self.lock = dict(routes or {}), [], threading.Lock()
-        self.server = ThreadingHTTPServer((ip, 0), _handler(self))
+    def __init__(self, ip: str = "127.0.0.1", routes: dict | None = None, port: int = 0,
+                 tls: ssl.SSLContext | None = None):
+        self.routes, self.log, self.headers, self.lock = dict(routes or {}), [], [], threading.Lock()
+        self.server = ThreadingHTTPServer((ip, port), _handler(self))
         self.server.daemon_threads = True
-        self.host = f"{ip}:{self.server.server_port}"
-        self.base = f"http://{self.host}"
+        if tls is not None:  # the handshake runs on accept, in the serving thread
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_port
+        self.host = f"{ip}:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://{self.host}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def hits(self, path: str) -> list[float]:
@@ -70,6 +76,7 @@ def _handler(site: Site):
         def do_GET(self):
             with site.lock:
                 site.log.append((time.time(), self.path, self.headers.get("User-Agent")))
+                site.headers.append(dict(self.headers.items()))
                 status, headers, body, delay, length = site.answer(self.path)
             self.send_response(status)
             for key, value in headers:
@@ -206,7 +213,7 @@ def test_private_addresses_are_refused_by_default(site):
 
 @pytest.mark.parametrize("ip,reason", [("10.1.2.3", "private"), ("192.168.0.1", "private"), ("127.0.0.5", "loopback"),
                                        ("169.254.0.9", "link_local"), ("224.0.0.1", "multicast"), ("::1", "loopback"),
-                                       ("::ffff:127.0.0.1", "loopback"), ("0.0.0.0", "unspecified"),
+                                       ("::ffff:127.0.0.1", "ipv4_mapped"), ("0.0.0.0", "unspecified"),
                                        ("8.8.8.8", None), ("2606:4700:4700::1111", None)])
 def test_unsafe_address(ip, reason):
     assert unsafe_address(ip) == reason

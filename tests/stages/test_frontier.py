@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 
 import pytest
@@ -81,8 +82,23 @@ def test_scope_modes_patterns_depth_and_extensions():
 
 
 def test_address_check():
-    assert address_check("http://127.0.0.1:5/", allow_private=False) == ("127.0.0.1", "private_address:loopback")
-    assert address_check("http://127.0.0.1:5/", allow_private=True) == ("127.0.0.1", None)
+    assert address_check("http://127.0.0.1:5/", allow_private=False) == (("127.0.0.1",), "private_address:loopback")
+    assert address_check("http://127.0.0.1:5/", allow_private=True) == (("127.0.0.1",), None)
     assert address_check("http://10.0.0.8/", allow_private=False)[1] == "private_address:private"
-    assert address_check("file:///etc/passwd", allow_private=True) == (None, "scheme")
-    assert address_check("http://no-such-host.invalid/", allow_private=True) == (None, "dns")
+    assert address_check("http://100.100.100.200/", allow_private=False)[1] == "private_address:shared"
+    assert address_check("file:///etc/passwd", allow_private=True) == ((), "scheme")
+    assert address_check("http://h:99999/", allow_private=True) == ((), "bad_url")
+    no_dns = lambda *args, **kwargs: (_ for _ in ()).throw(socket.gaierror(socket.EAI_NONAME, "unknown"))
+    assert address_check("http://no-such-host.invalid/", True, no_dns) == ((), "dns")
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("http://user:pw@Example.com/a", "http://example.com/a"),
+    ("http://a@b@c.example/", "http://c.example/"),
+    ("http://h.example:99999/", None), ("http://h.example:0/", None), ("http://h.example:-1/", None),
+    ("http://a..b/", None), ("http://ex%41mple.com/", None), ("http://" + "a" * 64 + ".com/", None),
+    ("http://\x00.example/", None), ("https://[fe80::1%25eth0]/", None),
+    ("http://\u4f8b\u3048.\u30c6\u30b9\u30c8/", "http://\u4f8b\u3048.\u30c6\u30b9\u30c8/"),
+])
+def test_normalize_hostile_authorities(raw, expected):
+    assert normalize(raw) == expected

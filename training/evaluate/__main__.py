@@ -45,7 +45,7 @@ SECTIONS = {"eval": EvalConfig, "ppl": PerplexityConfig, "mmlu": MMLUConfig, "gs
 
 
 def load_recipe(path: str | Path | None, overrides: list[str]) -> dict:
-    return load_sections(path, SECTIONS, overrides)
+    return load_sections(path, SECTIONS, overrides, recipe_dirs=(Path(__file__).resolve().parents[1] / "recipes",))
 
 
 def data_root(cfg: EvalConfig) -> Path:
@@ -128,4 +128,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import cli_main
+
+    cli_main(main)
