@@ -42,7 +42,7 @@ def humaneval(data: Path, workers: int, limit: int) -> dict:
         problem, body = args
         t = time.perf_counter()
         res = synthesis.run_tests(problem["prompt"] + body, problem["test"], problem["entry_point"], timeout=10.0)
-        return res.ok, time.perf_counter() - t
+        return res.passed, time.perf_counter() - t
     jobs = [(p, p["canonical_solution"]) for p in problems] + [(p, "    return None\n") for p in problems]
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:

@@ -3,41 +3,60 @@
     from stages.sandbox import run_code
     res = run_code("print(sum(range(10)))", timeout=5)
     res.ok, res.stdout          # (True, '45\\n')
+    res.passed                  # True: ran to its last line, exit 0, in time -- the verdict for tests
 
 Used by execution feedback (stages/synthesis.py), HumanEval-style evaluation and the code interpreter.
 Each call gets a fresh temporary scratch directory (the child's cwd, $HOME and $TMPDIR; removed
 afterwards), a minimal environment and `python -I` (isolated: no PYTHONPATH, no user site). The child
 runs the code as `main.py` in the scratch directory through a small bootstrap that first sets resource
-limits and installs an audit hook (PEP 578).
+limits and installs audit hooks (PEP 578).
+
+A run passes only when the code ran to its end, never on exit status alone (`os._exit(0)`, `sys.exit(0)`,
+`exit()`, an atexit or signal handler that exits 0 would all look like success). The parent draws a random
+token per run and writes it into a pipe; the bootstrap reads it into a closure and closes that pipe before
+the code runs, so the token is in no file, argument, environment variable or open descriptor the code
+can read. When `exec` of the code returns, the bootstrap raises an audit event that only its own frame may
+raise, and the hook writes the token to a second pipe: `SandboxResult.completed` is "the token came back",
+`passed` is completed and exit status 0 and no timeout.
 
 What it guarantees, in layers (`SandboxResult.isolation` says which applied on this machine):
 - "audit", always: a wall-clock timeout that SIGKILLs the child's whole process group; stdout/stderr
   capped at `max_output` bytes each (the rest is read and discarded, so the child never blocks);
   rlimits on address space (`memory_mb`), CPU seconds and file size; an audit hook that refuses, at the
   Python level, sockets (connect/bind/sendto/getaddrinfo), process creation (subprocess, os.system,
-  exec*, fork, spawn), `ctypes` loading of libraries (the process's own symbols, libc included,
-  stay reachable -- one way around the hook), and every file-system write (open for writing, mkdir,
-  remove, rename, chmod, ...) whose resolved path is outside the scratch directory.
+  exec*, fork, spawn, `_posixsubprocess.fork_exec`, which raises no event, so the module is a stub),
+  signals outside the sandbox's own process group (os.kill, os.killpg; pidfd_send_signal is a stub),
+  `ctypes` loading of libraries (the process's own symbols, libc included, stay reachable -- one way
+  around the hook), reads of /proc/*/mem, every file-system write (open for writing, mkdir, remove,
+  rename, link, chmod, ...) whose resolved path -- relative to its `dir_fd`, or where a descriptor points
+  -- is outside the scratch directory, and what could reach the sentinel: more audit hooks, trace and
+  profile functions, gc.get_objects/get_referrers/get_referents, sys._current_frames.
 - "netns" (Linux with a working `unshare`: as root, or with unprivileged user namespaces): the child
   runs in a new, empty network namespace (not even loopback is up), so no connection leaves it,
   whatever the code does -- enforced by the kernel.
 - "rofs" (same condition, plus mount and pid namespaces): the child is pid 1 of a new pid namespace
-  with its own /proc (other processes are invisible); before running the code, the bootstrap remounts
-  every mount read-only and nodev except the scratch directory (mount(2) through ctypes; /proc/sys and
-  /proc/sysrq-trigger too) and enters a nested user namespace, which locks those flags; so writes
-  elsewhere fail in the kernel (EROFS), also from C code, ctypes or child processes, and no device
-  file (not even /dev/null) can be opened.
+  with its own /proc (other processes are invisible and cannot be signalled); before running the code,
+  the bootstrap remounts every mount read-only and nodev except the scratch directory (mount(2) through
+  ctypes; /proc/sys and /proc/sysrq-trigger too) and enters a nested user namespace, which locks those
+  flags; so writes elsewhere fail in the kernel (EROFS), also from C code, ctypes or child processes,
+  and no device file (not even /dev/null) can be opened.
 
-What it does not guarantee: with the audit layer alone it is a guard rail against accidents, not a
-security boundary (code can get around a Python audit hook). Even with all layers it does not limit
-reads (the child reads what its user can read), shares the pid namespace and the machine's CPU and
-memory beyond the rlimits, and the kernel itself is the attack surface. For hostile code put a
-container or VM around it.
+What it does not guarantee: the audit layer is a guard rail against accidents and casual cheating, not a
+security boundary: code that sets out to defeat it can (through ctypes and libc, a fresh copy of an
+extension module, `os.open.__closure__`, rebinding the functions the hooks call such as os.path.realpath,
+or a signal handler or thread that catches a hook mid-call and reads its frame). The same holds for the
+sentinel, which lives in the child's memory: it stops exits, printed or written guesses and the plain
+introspection above, not code that reads the interpreter's memory. Without "rofs" the child shares the
+machine's pid namespace (it sees every process in /proc; only the audit hook keeps its signals in its
+own group). Even with all layers it does not limit reads (the child reads what its user can read) or
+the machine's CPU and memory beyond the rlimits, and the kernel itself is the attack surface. For
+hostile code put a container or VM around it.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -54,20 +73,26 @@ MAIN = "main.py"
 
 @dataclass(frozen=True)
 class SandboxResult:
-    ok: bool  # exit status 0 and not timed out
+    ok: bool  # exit status 0 and not timed out (says nothing on whether the code ran to its end)
     returncode: int  # negative: killed by that signal (as subprocess reports it)
     stdout: str
     stderr: str
     timed_out: bool
     seconds: float = 0.0  # wall time
     isolation: tuple[str, ...] = ()  # layers that applied: "audit", "netns", "rofs"
+    completed: bool = False  # main.py returned (the bootstrap's sentinel came back): no exception, exit or signal
+
+    @property
+    def passed(self) -> bool:
+        """The verdict for tests: the program ran to its last line, then exited 0, within the timeout."""
+        return self.ok and self.completed
 
 
-# The bootstrap runs in the child before the user's code: limits, audit hook, exec.
-BOOTSTRAP = r'''
+# The bootstrap runs in the child before the user's code: limits, audit hooks, exec, then the sentinel.
+BOOTSTRAP = r"""
 import os, sys, resource
 scratch = os.path.realpath(os.getcwd())
-mem, cpu, fsize, net, rofs = (int(a) for a in sys.argv[1:6])
+mem, cpu, fsize, net, rofs, token_fd, done_fd = (int(a) for a in sys.argv[1:8])
 if rofs:  # already in new user, mount, net and pid namespaces: make every mount but scratch read-only
     import ctypes, re
     libc = ctypes.CDLL(None, use_errno=True)
@@ -104,45 +129,129 @@ for lim, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resourc
     if val > 0:
         resource.setrlimit(lim, (val, val))
 code = open("main.py", encoding="utf-8").read()
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-PATH_EVENTS = {"os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.symlink": (1,),
-               "os.link": (1,), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-               "os.mkfifo": (0,), "os.mknod": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
-               "shutil.rmtree": (0,), "os.chflags": (0,), "os.lchflags": (0,)}
-SOCKET = () if net else ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo")
-BLOCKED = SOCKET + ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-           "pty.spawn", "os.startfile")
-realpath, join, fspath, isabs = os.path.realpath, os.path.join, os.fspath, os.path.isabs
-def inside(path, dir_fd=None):
-    if isinstance(path, int):
-        return True
-    path = fspath(path)
-    path = path.decode() if isinstance(path, bytes) else path
-    if dir_fd is not None and dir_fd >= 0 and not isabs(path):  # CPython reports "no dir_fd" as -1
-        path = join("/proc/self/fd/%d" % dir_fd, path)
-    full = realpath(path)
-    return full == scratch or full.startswith(scratch + os.sep) or full == "/dev/null"
-def hook(event, args):
-    if event in BLOCKED or (event == "ctypes.dlopen" and args and args[0] is not None):
-        raise PermissionError("sandbox: %s is not allowed" % event)
-    if event == "open":
-        path, mode, flags = args
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and flags & WRITE_FLAGS)
-        if writing and not inside(path):
-            raise PermissionError("sandbox: writing outside the scratch directory: %r" % (path,))
-    elif event in PATH_EVENTS:
-        dir_fd = args[-1] if event in ("os.mkdir", "os.remove", "os.rmdir", "os.chmod", "shutil.rmtree") else None
-        for i in PATH_EVENTS[event]:
-            if not inside(args[i], dir_fd if isinstance(dir_fd, int) else None):
-                raise PermissionError("sandbox: %s outside the scratch directory: %r" % (event, args[i]))
-sys.addaudithook(hook)
-del hook
+DONE = "qf.sandbox.done"
+
+# Every name the hooks use is bound here, as a parameter: the program can rebind module globals and builtins,
+# and anything it rebinds would run inside a hook, where it could walk up the stack to the sentinel's frame.
+def make_guard(scratch, net, boot, me, group, real_open, getframe=sys._getframe, getpgid=os.getpgid,
+               fspath=os.fspath, realpath=os.path.realpath, join=os.path.join, isabs=os.path.isabs,
+               islink=os.path.islink, isinstance=isinstance, bytes=bytes, int=int, str=str,
+               PermissionError=PermissionError, OSError=OSError):
+    WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    FRAMED = frozenset(("sys.addaudithook", DONE))  # only this bootstrap may add hooks or say "done"
+    REFUSED = frozenset((() if net else ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+                                         "socket.getaddrinfo")) + (
+        "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+        "pty.spawn", "os.startfile",
+        # ways to reach another frame's locals or to run code between the program's lines
+        "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+        "sys._current_frames", "sys._current_exceptions"))
+    # event -> (path index, dir_fd index or None) of each path it changes
+    PATHS = {"os.mkdir": ((0, 2),), "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.rename": ((0, 2), (1, 3)),
+             "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),), "os.chmod": ((0, 2),), "os.chown": ((0, 3),),
+             "os.utime": ((0, 3),), "os.truncate": ((0, None),), "os.mkfifo": ((0, 2),), "os.mknod": ((0, 3),),
+             "os.setxattr": ((0, None),), "os.removexattr": ((0, None),), "os.chflags": ((0, None),),
+             "os.lchflags": ((0, None),), "shutil.rmtree": ((0, 1),)}
+
+    def refuse(what, path=None):
+        raise PermissionError("sandbox: %s is not allowed" % what + ("" if path is None else ": %r" % (path,)))
+
+    def name(path, dir_fd=None):
+        # an int is an open descriptor (where it points); a relative path with a dir_fd starts there
+        if isinstance(path, int):
+            return "/proc/self/fd/%d" % path
+        path = fspath(path)
+        path = path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path
+        if isinstance(dir_fd, int) and dir_fd >= 0 and not isabs(path):  # "no dir_fd" is -1 or AT_FDCWD (-100)
+            path = join("/proc/self/fd/%d" % dir_fd, path)
+        return path
+
+    def inside(full):
+        return full == scratch or full.startswith(scratch + "/") or full == "/dev/null"
+
+    def check_open(path, mode, flags, dir_fd=None):
+        if isinstance(path, int):
+            return  # wraps a descriptor already open: its mode was checked when it was opened
+        text = name(path, dir_fd)
+        writing = (isinstance(mode, str) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)) or (
+            isinstance(flags, int) and flags & WRITES)
+        if writing or "mem" in text or islink(text):  # a read can only reach /proc/*/mem by that name or a link
+            full = realpath(text)
+            if full.startswith("/proc/") and full.endswith("/mem"):
+                refuse("reading process memory", path)
+            if writing and not inside(full):
+                refuse("writing outside the scratch directory", path)
+
+    def may_signal(pid):  # kill(2)'s pid: > 0 one process, 0 own group, -1 everyone, < -1 the group -pid
+        if pid == 0 or pid == me:
+            return True
+        if pid < 0:
+            return pid != -1 and -pid == group
+        try:
+            return getpgid(pid) == group
+        except OSError:
+            return False
+
+    def hook(event, args):
+        # `event` is always an exact str made by CPython, so these comparisons run no code of the program's
+        if event in FRAMED:
+            if getframe(1) is not boot:
+                refuse(event)
+        elif event in REFUSED or (event == "ctypes.dlopen" and args and args[0] is not None):
+            refuse(event)
+        elif event == "open":
+            check_open(*args)
+        elif event in PATHS:
+            for i, fd_at in PATHS[event]:
+                if not inside(realpath(name(args[i], None if fd_at is None else args[fd_at]))):
+                    refuse(event + " outside the scratch directory", args[i])
+        elif event == "import" and args[0] == "_posixsubprocess":
+            refuse("importing _posixsubprocess (fork_exec raises no audit event)")
+        elif (event == "os.kill" and not may_signal(args[0])) or (event == "os.killpg" and args[0] not in (0, group)):
+            refuse(event + " outside the sandbox's process group", args[0])
+
+    def guarded_open(path, flags, mode=0o777, *, dir_fd=None):
+        if dir_fd is not None:  # the "open" audit event does not carry dir_fd: check here where it is known
+            check_open(path, None, flags, dir_fd)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+    return hook, guarded_open
+
+def make_sentinel(boot, token_fd, done_fd, getframe=sys._getframe, write=os.write):
+    # The token exists only here: read from the parent's pipe, which is closed before the program runs.
+    token = os.read(token_fd, 64)
+    os.close(token_fd)
+    def sentinel(event, args):
+        if event == DONE and getframe(1) is boot:
+            write(done_fd, token)
+    return sentinel
+
+def disarm(guarded_open):
+    # Process starters without an audit event: a stub module (subprocess still imports, its Popen is refused
+    # by its own event), and pidfd_send_signal (signals any pid, even through a /proc/<pid> directory fd).
+    import _posixsubprocess, _signal, signal, posix
+    def refused(*args, **kwargs):
+        raise PermissionError("sandbox: starting or signalling processes this way is not allowed")
+    stub = type(sys)("_posixsubprocess")
+    stub.fork_exec = refused
+    sys.modules["_posixsubprocess"] = stub
+    for module in (_signal, signal):
+        if hasattr(module, "pidfd_send_signal"):
+            module.pidfd_send_signal = refused
+    os.supports_dir_fd.add(guarded_open)
+    os.open = posix.open = guarded_open
+
+boot = sys._getframe()
+guard, guarded_open = make_guard(scratch, net, boot, os.getpid(), os.getpgrp(), os.open)
+disarm(guarded_open)
+sys.addaudithook(guard)
+sys.addaudithook(make_sentinel(boot, token_fd, done_fd))  # after the guard: it sees only DONE from `boot`
+del guard, guarded_open, make_guard, make_sentinel, disarm
 sys.argv = ["main.py"]
 sys.path.insert(0, scratch)
-g = {"__name__": "__main__", "__file__": join(scratch, "main.py"), "__builtins__": __builtins__}
+g = {"__name__": "__main__", "__file__": os.path.join(scratch, "main.py"), "__builtins__": __builtins__}
 exec(compile(code, "main.py", "exec"), g)
-'''
+sys.audit(DONE)  # reached only when the program returned: no exception, no exit, no signal
+"""
 
 
 def _prefix(layers: tuple[str, ...]) -> list[str]:
@@ -256,15 +365,36 @@ def _run(code: str, layers: tuple[str, ...], timeout: float, stdin: str, files: 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _start(argv: list[str], scratch: str, token: bytes) -> tuple[subprocess.Popen, object]:
+    """Starts the child with two pipes: one it reads `token` from (before the code runs), one it writes the
+    token back on (after the code returned); argv gets their fd numbers. Returns the process and that pipe."""
+    token_r, token_w = os.pipe()
+    done_r, done_w = os.pipe()
+    try:
+        os.write(token_w, token)  # fits the pipe buffer: no reader needed yet
+        proc = subprocess.Popen([*argv, str(token_r), str(done_w)], cwd=scratch, env=child_env(scratch),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, pass_fds=(token_r, done_w))
+    except BaseException:
+        os.close(done_r)
+        raise
+    finally:
+        for fd in (token_r, token_w, done_w):  # the child holds its own copies; EOF on done_r once it exits
+            os.close(fd)
+    return proc, os.fdopen(done_r, "rb")
+
+
 def _execute(argv: list[str], scratch: str, stdin: str, timeout: float, max_output: int,
              isolation: tuple[str, ...]) -> SandboxResult:
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=scratch, env=child_env(scratch), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    token = secrets.token_hex(16).encode()  # per run: nothing the code can read before it ends holds it
+    proc, done = _start(argv, scratch, token)
     out: list[bytes] = []
     err: list[bytes] = []
+    said: list[bytes] = []
     threads = [threading.Thread(target=_drain, args=(proc.stdout, max_output, out), daemon=True),
                threading.Thread(target=_drain, args=(proc.stderr, max_output, err), daemon=True),
+               threading.Thread(target=_drain, args=(done, 4 * len(token), said), daemon=True),
                threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)]
     for t in threads:
         t.start()
@@ -280,4 +410,4 @@ def _execute(argv: list[str], scratch: str, stdin: str, timeout: float, max_outp
     rc = proc.returncode
     return SandboxResult(ok=rc == 0 and not timed_out, returncode=rc, stdout=b"".join(out).decode("utf-8", "replace"),
                          stderr=b"".join(err).decode("utf-8", "replace"), timed_out=timed_out,
-                         seconds=time.monotonic() - start, isolation=isolation)
+                         seconds=time.monotonic() - start, isolation=isolation, completed=b"".join(said) == token)

@@ -10,7 +10,8 @@ keep the good ones, pair good with bad, evolve instructions and select a diverse
   problem, keep those whose final answer equals the reference (GSM8K `#### N`, "The answer is N",
   `\\boxed{N}`; numbers compared exactly as fractions, so 0.5 == 1/2 == \\frac{1}{2}).
 - Execution feedback (Qwen2 sec. 4.1.2 "Execution Feedback"): k code solutions per problem, each run with
-  the problem's tests in `stages.sandbox`; keep the passing ones.
+  the problem's tests in `stages.sandbox`; keep the passing ones: those whose program ran to its end (the
+  sandbox's sentinel), never judged on exit status alone, so `sys.exit(0)` before the tests is a failure.
 - Preference pairs from the same samples (Qwen2 sec. 4.1: offline DPO pairs from correct vs incorrect
   samples): one good and one bad sample, chosen deterministically by a hash of (key, sample).
 - Instruction evolution (Evol-Instruct, Xu et al. 2023, "WizardLM", sec. 3): in-depth prompts (add
@@ -168,10 +169,11 @@ def run_tests(completion: str, tests: str, entry_point: str = "", timeout: float
 
 def judge_code(samples: Sequence[str], tests: str, entry_point: str = "", timeout: float = 10.0,
                prompt: str = "", runner: Callable[..., SandboxResult] = run_tests, workers: int = 1) -> list[bool]:
-    """Per sample: do the tests pass (exit 0 within the timeout)? Exceptions and timeouts both fail.
+    """Per sample: do the tests pass (`SandboxResult.passed`: the program ran to its end, then exited 0 within
+    the timeout)? Exceptions, exits before the end (whatever their status) and timeouts all fail.
     `workers` > 1 runs that many sandboxes at once (threads: each waits on its own process)."""
     def one(sample: str) -> bool:
-        return runner(sample, tests, entry_point, timeout, prompt).ok
+        return runner(sample, tests, entry_point, timeout, prompt).passed
     if workers <= 1 or len(samples) <= 1:
         return [one(s) for s in samples]
     with ThreadPoolExecutor(min(workers, len(samples))) as pool:

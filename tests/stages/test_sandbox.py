@@ -1,8 +1,11 @@
 """The sandbox really runs code: output comes back, failures and timeouts count as failures, no writes
-outside the scratch directory, no network (checked against a real TCP server on 127.0.0.1)."""
+outside the scratch directory, no network (checked against a real TCP server on 127.0.0.1). Hostile code:
+exits and fakes never count as a run to the end, no signals or processes leave the sandbox, in every
+isolation level (the `isolation` fixture also forces the audit layer alone)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +16,14 @@ import pytest
 
 from stages import sandbox
 from stages.sandbox import run_code
+
+
+@pytest.fixture(params=["kernel", "audit"])
+def isolation(request, monkeypatch):
+    """Runs a test with the strongest layers of this machine, then with the audit layer alone (no namespaces)."""
+    if request.param == "audit":
+        monkeypatch.setattr(sandbox, "kernel_layers", lambda: ())
+    return request.param
 
 
 def test_stdout_and_stdin_come_back():
@@ -60,14 +71,14 @@ def test_writes_inside_scratch_work(tmp_path):
     "import os; os.symlink({d!r}, 'link'); open('link/escape.txt', 'w').write('x')",
     "import shutil; shutil.copy('main.py', {p!r})",
 ])
-def test_cannot_write_outside_scratch(tmp_path, how):
+def test_cannot_write_outside_scratch(tmp_path, how, isolation):
     target = tmp_path / "escape.txt"
     res = run_code(how.format(p=str(target), d=str(tmp_path)), timeout=20)
     assert not res.ok
     assert not target.exists()
 
 
-def test_cannot_delete_or_mkdir_outside_scratch(tmp_path):
+def test_cannot_delete_or_mkdir_outside_scratch(tmp_path, isolation):
     keep = tmp_path / "keep.txt"
     keep.write_text("precious")
     res = run_code(f"import os\nos.remove({str(keep)!r})", timeout=20)
@@ -83,9 +94,205 @@ def test_scratch_is_removed_afterwards():
     assert not __import__("os").path.exists(scratch)
 
 
-def test_no_subprocesses():
+def test_no_subprocesses(isolation):
     res = run_code("import subprocess\nsubprocess.run(['true'])", timeout=20)
     assert not res.ok and "PermissionError" in res.stderr
+
+
+# ---------------------------------------------------------------- hostile code
+
+def test_a_program_that_runs_to_its_end_is_completed(isolation):
+    code = "import threading\nt = threading.Thread(target=print, args=('hi',))\nt.start()\nt.join()"
+    res = run_code(code, timeout=20)
+    assert res.ok and res.completed and res.passed and res.stdout == "hi\n"
+    res = run_code("x = 1", timeout=20)
+    assert res.completed and res.passed
+
+
+@pytest.mark.parametrize("leave", [
+    "import os; os._exit(0)",
+    "import sys; sys.exit(0)",
+    "raise SystemExit(0)",
+    "exit()",
+    "quit()",
+    "import os, signal\nsignal.signal(signal.SIGTERM, lambda *a: os._exit(0))\nos.kill(os.getpid(), signal.SIGTERM)",
+    "import atexit, os\natexit.register(lambda: os._exit(0))\nassert False",
+    "import os, threading\nthreading.Thread(target=os._exit, args=(0,)).start()\nimport time; time.sleep(5)",
+])
+def test_leaving_early_with_status_0_is_not_completed(leave, isolation):
+    """Exit status 0 alone never counts: the program has to reach its last line."""
+    res = run_code(leave + "\nprint('last line')", timeout=20)
+    assert res.ok and res.returncode == 0  # the status would have fooled a judge...
+    assert not res.completed and not res.passed  # ...the sentinel does not
+    assert "last line" not in res.stdout
+
+
+SNOOP = """
+import os, sys, re, __main__
+found = set()
+def look(value):
+    if isinstance(value, (bytes, str)):
+        text = value.decode('latin-1') if isinstance(value, bytes) else value
+        found.update(re.findall(r'(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])', text))  # the token's format
+for path in ('/proc/self/cmdline', '/proc/self/environ', 'main.py'):
+    look(open(path, 'rb').read())
+for fd in range(3, 256):  # whatever the parent passed, read it
+    try:
+        look(os.read(fd, 4096))
+    except OSError:
+        pass
+frame = sys._getframe()
+while frame is not None:  # the bootstrap's globals and locals
+    for space in (frame.f_globals, frame.f_locals):
+        for value in list(space.values()):
+            look(value)
+            for cell in getattr(value, '__closure__', None) or ():
+                look(cell.cell_contents)
+    frame = frame.f_back
+for value in vars(__main__).values():
+    look(value)
+print('0' * 32, 'done', 'qf.sandbox.done', flush=True)
+for guess in found:
+    for fd in range(3, 256):
+        try:
+            os.write(fd, guess.encode())
+        except OSError:
+            pass
+os._exit(0)
+"""
+
+
+def test_the_sentinel_cannot_be_found_or_forged(isolation):
+    """A program that hunts for the sentinel (argv, environment, its own file, inherited fds, the bootstrap's
+    frames and closures) and writes every candidate everywhere still does not count as completed."""
+    res = run_code(SNOOP, timeout=20)
+    assert res.ok and not res.completed, res.stderr
+
+
+INTROSPECT = """
+import gc, sys, threading
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, 'allowed')
+    except PermissionError:
+        print(name, 'refused')
+seen = []
+sys.addaudithook(lambda event, args: seen.append(event))  # CPython drops a refused hook silently
+sys.audit('anything')
+print('addaudithook', 'allowed' if seen else 'refused')
+attempt('settrace', lambda: sys.settrace(lambda *a: None))
+attempt('setprofile', lambda: sys.setprofile(lambda *a: None))
+attempt('gc.get_objects', gc.get_objects)
+attempt('gc.get_referrers', lambda: gc.get_referrers(sys))
+attempt('current_frames', sys._current_frames)
+attempt('audit done', lambda: sys.audit('qf.sandbox.done'))
+"""
+
+
+def test_introspection_that_could_reach_the_sentinel_is_refused(isolation):
+    res = run_code(INTROSPECT, timeout=20)
+    assert res.passed, res.stderr
+    assert all(line.endswith(" refused") for line in res.stdout.splitlines()), res.stdout
+    assert len(res.stdout.splitlines()) == 7
+
+
+SKIP_ASSERTS = """
+import linecache, sys
+def tracer(frame, event, arg):
+    if event == 'line' and linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip().startswith('assert'):
+        frame.f_lineno += 1  # jump over the assertion
+    return tracer
+sys.settrace(tracer)
+sys._getframe().f_trace = tracer
+assert 1 == 2
+x = 0
+"""
+
+
+def test_a_trace_function_cannot_jump_over_assertions(isolation):
+    res = run_code(SKIP_ASSERTS, timeout=20)
+    assert not res.passed and "PermissionError" in res.stderr
+
+
+def test_posixsubprocess_cannot_start_processes(isolation):
+    """`_posixsubprocess.fork_exec` raises no audit event; multiprocessing's spawn helper calls it directly."""
+    spawn = ("import multiprocessing.util, os, sys\n"
+             "exe = os.fsencode(sys.executable)\n"
+             "multiprocessing.util.spawnv_passfds(exe, [exe, b'-c', b'print(\"escaped\")'], ())\n"
+             "import time; time.sleep(1)")
+    res = run_code(spawn, timeout=20)
+    assert not res.ok and "escaped" not in res.stdout and "PermissionError" in res.stderr
+    fresh = "import sys\nsys.modules.pop('_posixsubprocess', None)\nimport _posixsubprocess"
+    res = run_code(fresh, timeout=20)
+    assert not res.ok and "PermissionError" in res.stderr
+    res = run_code("import subprocess, asyncio\nprint('imported')", timeout=20)  # importing stays possible
+    assert res.passed and res.stdout == "imported\n", res.stderr
+
+
+KILL = """
+import os
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, 'allowed')
+    except PermissionError:
+        print(name, 'refused')
+    except OSError:
+        print(name, 'allowed')  # let through by the sandbox, refused by the kernel
+attempt('caller', lambda: os.kill({pid}, 0))
+attempt('caller group', lambda: os.killpg({pgid}, 0))
+attempt('caller group as kill', lambda: os.kill(-{pgid}, 0))
+attempt('everyone', lambda: os.kill(-1, 0))
+if os.getppid() != 0:  # 0: the parent is outside this pid namespace
+    attempt('parent', lambda: os.kill(os.getppid(), 0))
+attempt('self', lambda: os.kill(os.getpid(), 0))
+attempt('own group', lambda: os.kill(0, 0))
+attempt('own group by id', lambda: os.killpg(os.getpgrp(), 0))
+"""
+
+
+def test_signals_cannot_leave_the_sandbox(isolation):
+    res = run_code(KILL.format(pid=os.getpid(), pgid=os.getpgid(0)), timeout=20)
+    assert res.passed, res.stderr
+    said = dict(line.rsplit(" ", 1) for line in res.stdout.splitlines())
+    for name in ("caller", "caller group", "caller group as kill", "everyone", "parent"):
+        assert said.get(name, "refused") == "refused", (name, res.stdout)
+    assert said["self"] == said["own group"] == said["own group by id"] == "allowed"
+
+
+@pytest.mark.parametrize("how", [
+    "fd = os.open({d!r}, os.O_RDONLY)\nos.close(os.open('escape.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd))",
+    "fd = os.open({d!r}, os.O_RDONLY)\n"
+    "open('escape.txt', 'w', opener=lambda p, f: os.open(p, f, dir_fd=fd)).write('x')",
+    "os.mkdir('sub')\nfd = os.open('sub', os.O_RDONLY)\nd = os.path.relpath({d!r}, os.path.realpath('sub'))\n"
+    "os.close(os.open(os.path.join(d, 'escape.txt'), os.O_WRONLY | os.O_CREAT, dir_fd=fd))",
+    "fd = os.open({d!r}, os.O_RDONLY)\nopen('x', 'w').close()\nos.rename('x', 'escape.txt', dst_dir_fd=fd)",
+    "fd = os.open({d!r}, os.O_RDONLY)\nos.mkdir('escape.txt', dir_fd=fd)",
+])
+def test_writes_through_dir_fd_stay_inside(tmp_path, how, isolation):
+    target = tmp_path / "escape.txt"
+    res = run_code("import os\n" + how.format(d=str(tmp_path)), timeout=20)
+    assert not res.ok and not target.exists(), res.stderr
+
+
+def test_writes_through_dir_fd_inside_scratch_work(isolation):
+    code = ("import os\nos.mkdir('sub')\nfd = os.open('sub', os.O_RDONLY)\n"
+            "os.close(os.open('a.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n"
+            "os.rename('a.txt', 'b.txt', src_dir_fd=fd, dst_dir_fd=fd)\nprint(os.listdir('sub'))")
+    res = run_code(code, timeout=20)
+    assert res.passed and res.stdout == "['b.txt']\n", res.stderr
+
+
+def test_outside_files_keep_their_mode_and_links(tmp_path, isolation):
+    """An fd opened for reading outside cannot be used to chmod the file; no hard link to it can be made."""
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    keep.chmod(0o600)
+    res = run_code(f"import os\nfd = os.open({str(keep)!r}, os.O_RDONLY)\nos.chmod(fd, 0o666)", timeout=20)
+    assert not res.ok and keep.stat().st_mode & 0o777 == 0o600
+    res = run_code(f"import os\nos.link({str(keep)!r}, 'mine.txt')\nopen('mine.txt', 'w').write('gone')", timeout=20)
+    assert not res.ok and keep.read_text() == "precious"
 
 
 @pytest.fixture

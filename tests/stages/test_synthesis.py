@@ -153,6 +153,58 @@ def test_mbpp_style_tests_and_runner_results():
     assert res.returncode == 1 and "AssertionError" in res.stderr
 
 
+SKIP_CHECK = """
+
+def check(candidate):
+    pass
+
+
+import linecache, sys
+def skip_their_check(frame, event, arg):  # jumps over the tests' `def check`, so ours above stays
+    if event == 'line' and frame.f_code.co_name == '<module>':
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        if line.startswith('def check('):
+            n = frame.f_lineno + 1
+            while linecache.getline(frame.f_code.co_filename, n)[:1] in (' ', '\\n', '#'):
+                n += 1
+            frame.f_lineno = n
+    return skip_their_check
+sys.settrace(skip_their_check)
+sys._getframe().f_trace = skip_their_check
+"""
+# appended to a wrong solution: ways to look like a pass without the tests running to their end
+EXITS = {
+    "os._exit": "\nimport os\nos._exit(0)\n",
+    "sys.exit": "\nimport sys\nsys.exit(0)\n",
+    "SystemExit": "\nraise SystemExit(0)\n",
+    "exit()": "\nexit()\n",
+    "quit()": "\nquit()\n",
+    "signal handler": "\nimport os, signal\nsignal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+                      "os.kill(os.getpid(), signal.SIGTERM)\n",
+    "kills itself": "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+    "prints guessed sentinels": "\nprint('0' * 32, 'done', 'OK', 'qf.sandbox.done', flush=True)\n",
+    "atexit": "\nimport atexit, os\natexit.register(lambda: os._exit(0))\n",
+    "redefines check": "\ndef check(candidate):\n    pass\n",
+    "keeps its own check with a trace function": SKIP_CHECK,
+}
+
+
+def test_judge_code_fails_exits_and_fakes(humaneval):
+    """Execution feedback keeps a sample only when its tests ran to the end: no exit status 0 or printed text
+    fakes it, with HumanEval's check() and with MBPP-style asserts alike."""
+    row = humaneval[0]
+    right = f"```python\n{row['prompt']}{row['canonical_solution']}```"
+    wrong = f"{row['prompt']}    return None\n"
+    samples = [right] + [f"```python\n{wrong}{cheat}```" for cheat in EXITS.values()]
+    verdicts = syn.judge_code(samples, row["test"], row["entry_point"], timeout=10.0, workers=2)
+    assert verdicts[0] is True
+    assert [name for name, good in zip(EXITS, verdicts[1:]) if good] == []
+    tests = "assert add(1, 2) == 3\nassert add(-1, 1) == 0"
+    add = ["def add(a, b):\n    return a + b", "def add(a, b):\n    return 0\nimport sys\nsys.exit(0)",
+           "def add(a, b):\n    import os\n    os._exit(0)"]
+    assert syn.judge_code(add, tests, timeout=10.0) == [True, False, False]
+
+
 def test_extract_code():
     assert syn.extract_code("Sure:\n```python\nx = 1\n```\nand\n```\ny = 2\n```") == "x = 1\n\ny = 2"
     assert syn.extract_code("```python\nx = 1\n") == "x = 1"  # unclosed fence (generation cut off)

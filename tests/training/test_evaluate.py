@@ -143,6 +143,58 @@ def test_humaneval_canonical_solutions_pass_and_empty_completions_fail(shared_da
     assert humaneval.pass_at_1(empty) == 0.0
 
 
+# Wrong completions (HumanEval bodies, some with top-level code after them) that try to pass without the
+# tests running to their end: each one must fail.
+SKIP_CHECK = """    return None
+
+
+def check(candidate):
+    pass
+
+
+import linecache, sys
+def skip_their_check(frame, event, arg):  # jumps over the tests' `def check`, so ours above stays
+    if event == 'line' and frame.f_code.co_name == '<module>':
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        if line.startswith('def check('):
+            n = frame.f_lineno + 1
+            while linecache.getline(frame.f_code.co_filename, n)[:1] in (' ', '\\n', '#'):
+                n += 1
+            frame.f_lineno = n
+    return skip_their_check
+sys.settrace(skip_their_check)
+sys._getframe().f_trace = skip_their_check
+"""
+CHEATS = {
+    "os._exit in the body": "    import os\n    os._exit(0)\n",
+    "sys.exit in the body": "    import sys\n    sys.exit(0)\n",
+    "SystemExit": "    raise SystemExit(0)\n",
+    "exit()": "    exit()\n",
+    "quit()": "    quit()\n",
+    "exit before the tests": "    return None\n\n\nimport os\nos._exit(0)\n",
+    "signal handler exits 0": "    import os, signal\n    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+                              "    os.kill(os.getpid(), signal.SIGTERM)\n",
+    "kills itself": "    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+    "prints guessed sentinels": "    print('0' * 32, 'done', 'OK', 'qf.sandbox.done', flush=True)\n    return None\n",
+    "atexit exits 0 after the failure": "    return None\n\n\nimport atexit, os\n"
+                                        "atexit.register(lambda: os._exit(0))\n",
+    "redefines check": "    return None\n\n\ndef check(candidate):\n    pass\n",
+    "keeps its own check with a trace function": SKIP_CHECK,
+}
+
+
+def test_humaneval_exits_and_fakes_fail_and_canonical_solutions_pass(shared_data):
+    """pass@1 counts a problem only when its check ran to the end: no exit status 0 or printed text fakes it."""
+    problems = humaneval.load(shared_data / "humaneval" / "HumanEval.jsonl.gz")[:3]
+    canonical = humaneval.execute(problems, [p["canonical_solution"] for p in problems], timeout=20, workers=2)
+    assert [r["passed"] for r in canonical] == [True] * 3, canonical
+    cheats = humaneval.execute([problems[0]] * len(CHEATS), list(CHEATS.values()), timeout=20, workers=2)
+    assert [name for name, r in zip(CHEATS, cheats) if r["passed"]] == []
+    assert humaneval.pass_at_1(cheats) == 0.0
+    exited = dict(zip(CHEATS, cheats))["sys.exit in the body"]
+    assert exited["error"] == "exited with status 0 before the tests finished"
+
+
 # ------------------------------------------------------------------ command line
 def test_cli_writes_results_and_summary(tmp_path, shared_data, monkeypatch):
     from training.checkpoint import save_model

@@ -6,8 +6,11 @@ Data: ``<shared>/humaneval/HumanEval.jsonl.gz`` (164 problems: ``prompt``, ``can
 ``test``, ``entry_point``). The model continues the function signature + docstring greedily; the
 completion is cut at the first line that starts a new top-level statement (the stop sequences of
 the HumanEval paper). Each program ``prompt + completion + test + check(entry_point)`` runs in
-``stages.sandbox.run_code``: a separate process, a timeout, no network, a scratch directory. Programs
-run concurrently on a small thread pool (each one is its own process).
+``stages.sandbox.run_code``: a separate process, a timeout, no network, a scratch directory. A problem
+passes only when the program ran to its end (the sandbox's per-run sentinel came back after the check
+call returned) and exited 0 in time: a completion that exits early with status 0 (``os._exit(0)``,
+``sys.exit(0)``, ``exit()``, an atexit or signal handler) fails, so pass@1 is not inflated. Programs run
+concurrently on a small thread pool (each one is its own process).
 """
 from __future__ import annotations
 
@@ -48,8 +51,15 @@ def run_one(problem: dict, completion: str, timeout: float) -> dict:
     from stages.sandbox import run_code
 
     result = run_code(program(problem, completion), timeout=timeout)
-    return {"task_id": problem["task_id"], "passed": bool(result.ok), "timed_out": bool(result.timed_out),
-            "error": "" if result.ok else (result.stderr or "")[-300:]}
+    return {"task_id": problem["task_id"], "passed": result.passed, "timed_out": bool(result.timed_out),
+            "error": "" if result.passed else failure(result)}
+
+
+def failure(result) -> str:
+    """Why a run failed, short: the end of stderr, or that it stopped before the tests ended."""
+    if result.ok and not result.completed:
+        return "exited with status 0 before the tests finished"
+    return (result.stderr or f"exit status {result.returncode}")[-300:]
 
 
 def execute(problems: list[dict], completions: list[str], timeout: float = 10.0, workers: int = 4) -> list[dict]:
