@@ -143,14 +143,14 @@ def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0,
         for name, part in (parts or {}).items():
             part.write.parquet(f"{tmp}/{name}")
         stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
-        check_errors(spark, tmp, stats, _error_limit(config))
+        check_errors(spark, tmp, stats, recorded_error_limit(config))
         write_json(spark, f"{tmp}/_stats.json", stats)
         write_json(spark, f"{tmp}/_config.json", {"stage": stage, "output": absolute(output), **config})
     log.info("%s: kept %d, rejected %d -> %s", stage, stats["kept"], stats["rejected"], output)
     return stats
 
 
-def _error_limit(config: dict) -> float:
+def recorded_error_limit(config: dict) -> float:
     """`spark.max_error_fraction` as the job recorded it in its config (the default otherwise)."""
     spark = (config.get("config") or {}).get("spark") or {}
     return float(spark.get("max_error_fraction", SparkConfig.max_error_fraction))
@@ -158,19 +158,25 @@ def _error_limit(config: dict) -> float:
 
 def check_errors(spark, tmp: str, stats: dict, limit: float) -> None:
     """Raises `JobFailed` when `stage_error` rows pass `limit` of the rows in (see the module docstring)."""
-    errors = stats["by_reason"].get(STAGE_ERROR, 0)
-    if not errors or errors <= limit * stats["docs_in"]:
-        if errors:
-            log.warning("%s: %d records raised errors (rejected as %s)", stats["stage"], errors, STAGE_ERROR)
-        return
+    errors, docs_in = stats["by_reason"].get(STAGE_ERROR, 0), stats["docs_in"]
+    error_limit(stats["stage"], errors, docs_in, limit, _commonest(spark, tmp) if errors > limit * docs_in else "")
+
+
+def _commonest(spark, tmp: str) -> str:
     from pyspark.sql import functions as F
 
     top = (spark.read.parquet(f"{tmp}/rejected").where(F.col("drop_reason") == STAGE_ERROR)
            .groupBy("drop_detail").count().orderBy(F.desc("count")).limit(3).collect())
-    common = "; ".join(f"{r['count']} x {r['drop_detail']}" for r in top)
-    raise JobFailed(f"{stats['stage']}: {errors} of {stats['docs_in']} records raised errors "
-                    f"({errors / max(stats['docs_in'], 1):.1%}), above spark.max_error_fraction = {limit}; "
-                    f"commonest: {common}")
+    return "; ".join(f"{r['count']} x {r['drop_detail']}" for r in top)
+
+
+def error_limit(stage: str, errors: int, docs_in: int, limit: float, commonest: str = "") -> None:
+    """Logs records that raised; raises `JobFailed` when they pass `limit` (a fraction of `docs_in`)."""
+    if errors and errors <= limit * docs_in:
+        log.warning("%s: %d records raised errors (rejected, not failed)", stage, errors)
+    if errors > limit * docs_in:
+        raise JobFailed(f"{stage}: {errors} of {docs_in} records raised errors ({errors / max(docs_in, 1):.1%}), "
+                        f"above spark.max_error_fraction = {limit}" + (f"; commonest: {commonest}" if commonest else ""))
 
 
 def write_partitioned(df, expression: str, tmp: str, parts: tuple[str, ...], **options) -> None:

@@ -26,8 +26,10 @@ from pipeline import schemas
 from stages.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
 
 SPLITS = ("train", "valid")
-# a task's rows: a short row, a written file's name (`file`), or its count of documents with no tokens (`empty`)
-RESULT_SCHEMA = pa.schema([*SHARD_SCHEMA, pa.field("file", pa.string()), pa.field("empty", pa.int64())])
+# a task's rows: a short row, a written file's name (`file`), or its counts of documents with no tokens
+# (`empty`) and of documents the encoder failed on (`encode_error`)
+RESULT_SCHEMA = pa.schema([*SHARD_SCHEMA, pa.field("file", pa.string()), pa.field("empty", pa.int64()),
+                           pa.field("encode_error", pa.int64())])
 SCHEMES = {"hdfs": "hdfs", "viewfs": "viewfs", "s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
 
 
@@ -110,27 +112,28 @@ def _task_packer(config: TokenizeConfig, tmp: str):
             elif batch.num_rows:
                 yield _short_rows(batch)
         names = writer.close()
-        report = [*({"split": n.split("/")[0], "file": n} for n in names), {"empty": encoder.empty}]
+        report = [*({"split": n.split("/")[0], "file": n} for n in names),
+                  {"empty": encoder.empty, "encode_error": encoder.encode_errors}]
         yield pa.RecordBatch.from_pylist(report, RESULT_SCHEMA)
     return run
 
 
 def _short_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
-    nulls = [pa.nulls(batch.num_rows, pa.string()), pa.nulls(batch.num_rows, pa.int64())]   # no file, no count
+    nulls = [pa.nulls(batch.num_rows, pa.string()), *[pa.nulls(batch.num_rows, pa.int64())] * 2]   # no file, counts
     return pa.RecordBatch.from_arrays([*batch.columns, *nulls], schema=RESULT_SCHEMA)
 
 
-def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict], dict[str, int], int]:
+def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict], dict[str, int], dict[str, int]]:
     """Sorted texts (split, source, text) -> `<tmp>/{train,valid}/`: the tasks tokenize and write the full
     rows, the driver the re-packed short rows; files of failed attempts are removed. Returns the rows,
     tokens and documents per (split, source), read back from the files, the files per split and the
-    documents with no tokens."""
+    dropped documents per reason (`empty`, `encode_error`)."""
     filesystem, root = arrow_filesystem(tmp)
     for split in SPLITS:
         filesystem.create_dir(f"{root}/{split}")
     result = ordered.mapInArrow(_task_packer(config, tmp), schemas.spark(RESULT_SCHEMA)).toArrow()
     written = {n for n in result.column("file").to_pylist() if n}
-    written |= _write_tails(filesystem, root, result.drop_columns(["file", "empty"]), config)
+    written |= _write_tails(filesystem, root, result.drop_columns(["file", "empty", "encode_error"]), config)
     for split in SPLITS:   # an empty split still gets a file with the schema
         if not any(n.startswith(split + "/") for n in written):
             written.add(f"{split}/part-empty.zstd.parquet")
@@ -138,7 +141,8 @@ def write_packed(ordered, tmp: str, config: TokenizeConfig) -> tuple[list[dict],
                            filesystem=filesystem, compression="zstd")
     _remove_unreported(filesystem, root, written)
     files = {split: sum(n.startswith(split + "/") for n in written) for split in SPLITS}
-    return read_counts(filesystem, root, sorted(written)), files, int(pc.sum(result.column("empty")).as_py() or 0)
+    dropped = {reason: int(pc.sum(result.column(reason)).as_py() or 0) for reason in ("empty", "encode_error")}
+    return read_counts(filesystem, root, sorted(written)), files, dropped
 
 
 def read_counts(filesystem, root: str, names: list[str]) -> list[dict]:

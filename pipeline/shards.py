@@ -106,8 +106,10 @@ def write_rows(rows, tmp: str, config: TokenizeConfig) -> None:
 def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: dict) -> dict:
     """Tokenizes documents (`id`, `text`, optional `source`, `orig_id`), packs and writes shards with
     `manifest.json` and `_stats.json`; returns the stats (with the manifest). Documents with no tokens
-    are counted as `empty`; the rest are counted from the shards (each ends with the one <|endoftext|>
-    it contains: text is encoded with that special token disallowed)."""
+    are counted as `empty`, documents the encoder fails on as `encode_error` (with the Spark writer the
+    tasks report no counts: every dropped document counts as `empty`); the rest are counted from the
+    shards (each ends with the one <|endoftext|> it contains: text is encoded with that special token
+    disallowed)."""
     spark, started = docs.sparkSession, time.time()
     ship_files(spark, [QwenTokenizer(config.tokenizer or None).path])
     ordered = ordered_texts(docs, config)
@@ -116,15 +118,18 @@ def tokenize_and_write(docs, output: str, config: TokenizeConfig, run_config: di
             write_rows(pack(ordered, config), tmp, config)
             groups, files = _spark_counts(spark, tmp), _spark_files(spark, tmp)
         else:
-            groups, files, empty = shard_files.write_packed(ordered, tmp, config)
+            groups, files, dropped = shard_files.write_packed(ordered, tmp, config)
         manifest = _manifest(config, groups, files)
         manifest["seconds"] = round(time.time() - started, 3)
         io.write_json(spark, f"{tmp}/manifest.json", manifest)
         kept = sum(s["documents"] for s in manifest["splits"].values())
-        docs_in = docs.count() if config.writer == "spark" else kept + empty
+        docs_in = docs.count() if config.writer == "spark" else kept + sum(dropped.values())
+        by_reason = ({k: v for k, v in dropped.items() if v} if config.writer != "spark"
+                     else {"empty": docs_in - kept} if docs_in > kept else {})
+        io.error_limit("tokenize", by_reason.get("encode_error", 0), docs_in, io.recorded_error_limit(run_config))
         totals = {f"{k}_{n}": v[n] for k, v in manifest["splits"].items() for n in ("rows", "tokens")}
         stats = {"stage": "tokenize", "docs_in": docs_in, "kept": kept, "rejected": docs_in - kept,
-                 "by_reason": {"empty": docs_in - kept} if docs_in > kept else {}, **totals,
+                 "by_reason": by_reason, **totals,
                  "seconds": manifest["seconds"]}
         io.write_json(spark, f"{tmp}/_stats.json", stats)
         io.write_json(spark, f"{tmp}/_config.json", {"stage": "tokenize", "output": io.absolute(output), **run_config})

@@ -12,6 +12,9 @@
  *
  * tried in that order at each position (leftmost-first, greedy, with the backtracking the regex does).
  * Character classes come from a table indexed by code point, built in Python from the Unicode data.
+ * Hostile text costs time near-linear in its length: each branch of the scanner passes over a run once
+ * (a run of white space at most twice), a piece longer than every token skips the vocabulary lookup, and
+ * a long piece merges through a heap in O(n log n) (short ones by rescanning, like tiktoken).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +25,7 @@
 #define NUMBER 2
 #define SPACE 4
 #define NO_RANK UINT32_MAX
+#define SHORT_PIECE 64   /* pieces of fewer bytes merge by rescanning, longer ones through a heap */
 
 typedef struct {
     PyObject_HEAD
@@ -31,6 +35,7 @@ typedef struct {
     char *blob;                /* all token bytes */
     uint64_t *offsets;         /* offsets[rank] .. offsets[rank + 1] */
     uint32_t n_tokens;
+    Py_ssize_t max_len;        /* the longest token's length: longer byte strings have no rank */
 } Encoder;
 
 typedef struct { uint32_t *ids; Py_ssize_t len, cap; } Ids;
@@ -130,29 +135,27 @@ static Py_ssize_t piece_end(const Encoder *e, const uint8_t *s, Py_ssize_t i, Py
 
 /* ---------------------------------------------------------------- merging */
 
+static inline uint32_t rank_if_short(const Encoder *e, const uint8_t *p, Py_ssize_t n) {
+    return n <= e->max_len ? rank_of(e, p, n) : NO_RANK;   /* longer than every token: no hashing */
+}
+
 static int push(Ids *out, uint32_t id) {
     if (out->len == out->cap) {
         Py_ssize_t cap = out->cap ? out->cap * 2 : 1024;
         uint32_t *grown = PyMem_Realloc(out->ids, cap * sizeof(uint32_t));
-        if (!grown) return -1;
+        if (!grown) { PyErr_NoMemory(); return -1; }
         out->ids = grown, out->cap = cap;
     }
     out->ids[out->len++] = id;
     return 0;
 }
 
-static int merge_piece(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *out) {
-    /* Byte-pair merging of one piece not in the vocabulary: starts[k] is where part k begins (plus the
-       end), pair[k] the rank of parts k and k + 1 joined; the lowest (leftmost on ties) joins first. */
-    Py_ssize_t small_starts[64];
-    uint32_t small_pairs[64];
-    Py_ssize_t *starts = n < 63 ? small_starts : PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
-    uint32_t *pair = n < 63 ? small_pairs : PyMem_Malloc((n + 1) * sizeof(uint32_t));
-    if (!starts || !pair) {
-        if (starts && starts != small_starts) PyMem_Free(starts);
-        if (pair && pair != small_pairs) PyMem_Free(pair);
-        return -1;
-    }
+static int merge_short(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *out) {
+    /* Byte-pair merging of a short piece (n < SHORT_PIECE) by rescanning, as tiktoken does below 100 bytes:
+       starts[k] is where part k begins (plus the end), pair[k] the rank of parts k and k + 1 joined; the
+       lowest (leftmost on ties) joins first. Quadratic, but on stack arrays it beats a heap at this size. */
+    Py_ssize_t starts[SHORT_PIECE + 1];
+    uint32_t pair[SHORT_PIECE];
     Py_ssize_t parts = n;
     for (Py_ssize_t k = 0; k <= n; k++) starts[k] = k;
     for (Py_ssize_t k = 0; k + 1 < parts; k++) pair[k] = rank_of(e, p + k, 2);
@@ -168,12 +171,96 @@ static int merge_piece(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *ou
         if (best + 1 < parts) pair[best] = rank_of(e, p + starts[best], starts[best + 2] - starts[best]);
         if (best > 0) pair[best - 1] = rank_of(e, p + starts[best - 1], starts[best + 1] - starts[best - 1]);
     }
+    for (Py_ssize_t k = 0; k < parts; k++)
+        if (push(out, rank_of(e, p + starts[k], starts[k + 1] - starts[k]))) return -1;
+    return 0;
+}
+
+/* A long piece (base64, minified code, a run of one character) merges in O(n log n): its parts form a
+   linked list over their start offsets, and a binary min-heap of the pairs that have a rank, keyed by
+   (rank, start), yields the lowest-rank pair, leftmost on ties: the order of tiktoken's scan. A merge
+   changes three pairs (the one merged away and its two neighbours), so it costs three heap updates;
+   pairs longer than the longest token have no rank and are never hashed, so a lookup is O(1) however
+   long the parts grow. Memory: 20 bytes per byte of the piece, freed when it is done. */
+
+#define ABSENT UINT32_MAX   /* pos[] of a part whose pair is not in the heap */
+
+typedef struct {
+    uint64_t *heap;   /* rank << 32 | start per pair: comparing whole keys keeps the sifting in this array */
+    uint32_t *pos;    /* pos[s]: index in heap of the pair of the part starting at s, or ABSENT */
+    uint32_t *end;    /* end[s]: where the part starting at s ends (the next part's start) */
+    uint32_t *prev;   /* prev[s]: where the part before it starts */
+    uint32_t size;
+} Parts;
+
+static inline void place(Parts *q, uint32_t i, uint64_t key) { q->heap[i] = key, q->pos[(uint32_t)key] = i; }
+
+static void sift_up(Parts *q, uint32_t i, uint64_t key) {
+    while (i > 0 && key < q->heap[(i - 1) / 2]) {
+        place(q, i, q->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    place(q, i, key);
+}
+
+static void sift_down(Parts *q, uint32_t i, uint64_t key) {
+    for (uint32_t child; (child = 2 * i + 1) < q->size; i = child) {
+        if (child + 1 < q->size && q->heap[child + 1] < q->heap[child]) child++;
+        if (q->heap[child] >= key) break;
+        place(q, i, q->heap[child]);
+    }
+    place(q, i, key);
+}
+
+static void set_rank(Parts *q, uint32_t s, uint32_t r) {
+    /* The pair of the part at s now has rank r: it enters, moves in or leaves the heap (pairs without a
+       rank stay out of it). */
+    uint32_t i = q->pos[s];
+    uint64_t key = (uint64_t)r << 32 | s;
+    if (i == ABSENT) {
+        if (r != NO_RANK) sift_up(q, q->size++, key);
+        return;
+    }
+    if (r == NO_RANK) {   /* the heap's last entry fills the hole */
+        q->pos[s] = ABSENT;
+        key = q->heap[--q->size];
+        if (i == q->size) return;
+    }
+    if (i > 0 && key < q->heap[(i - 1) / 2]) sift_up(q, i, key);
+    else sift_down(q, i, key);
+}
+
+static int merge_long(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *out) {
+    if ((uint64_t)n >= ABSENT) { PyErr_SetString(PyExc_ValueError, "a pre-token of 4 GiB or more"); return -1; }
+    uint64_t *heap = PyMem_Malloc((size_t)n * sizeof(uint64_t));
+    uint32_t *block = PyMem_Malloc(3 * (size_t)n * sizeof(uint32_t));
+    if (!heap || !block) { PyMem_Free(heap), PyMem_Free(block); PyErr_NoMemory(); return -1; }
+    uint32_t m = (uint32_t)n;
+    Parts q = {heap, block, block + m, block + 2 * (size_t)m, 0};
+    for (uint32_t s = 0; s < m; s++) {
+        uint32_t r = s + 1 < m ? rank_of(e, p + s, 2) : NO_RANK;
+        q.end[s] = s + 1, q.prev[s] = s - 1, q.pos[s] = ABSENT;
+        if (r != NO_RANK) place(&q, q.size++, (uint64_t)r << 32 | s);
+    }
+    for (uint32_t i = q.size / 2; i-- > 0;) sift_down(&q, i, q.heap[i]);
+    while (q.size) {
+        uint32_t s = (uint32_t)q.heap[0], t = q.end[s], after = q.end[t];   /* parts s and t become one */
+        set_rank(&q, t, NO_RANK);
+        q.end[s] = after;
+        if (after < m) q.prev[after] = s;
+        set_rank(&q, s, after < m ? rank_if_short(e, p + s, q.end[after] - s) : NO_RANK);
+        if (s > 0) set_rank(&q, q.prev[s], rank_if_short(e, p + q.prev[s], after - q.prev[s]));
+    }
     int rc = 0;
-    for (Py_ssize_t k = 0; k < parts && rc == 0; k++)
-        rc = push(out, rank_of(e, p + starts[k], starts[k + 1] - starts[k]));
-    if (starts != small_starts) PyMem_Free(starts);
-    if (pair != small_pairs) PyMem_Free(pair);
+    for (uint32_t s = 0; s < m && rc == 0; s = q.end[s]) rc = push(out, rank_of(e, p + s, q.end[s] - s));
+    PyMem_Free(heap);
+    PyMem_Free(block);
     return rc;
+}
+
+static int merge_piece(const Encoder *e, const uint8_t *p, Py_ssize_t n, Ids *out) {
+    /* Byte-pair merging of one piece not in the vocabulary. */
+    return n < SHORT_PIECE ? merge_short(e, p, n, out) : merge_long(e, p, n, out);
 }
 
 static PyObject *Encoder_encode(Encoder *e, PyObject *text) {
@@ -185,11 +272,11 @@ static PyObject *Encoder_encode(Encoder *e, PyObject *text) {
     int rc = 0;
     for (Py_ssize_t i = 0; i < n && rc == 0;) {
         Py_ssize_t end = piece_end(e, s, i, n);
-        uint32_t r = rank_of(e, s + i, end - i);
+        uint32_t r = rank_if_short(e, s + i, end - i);
         rc = r != NO_RANK ? push(&out, r) : merge_piece(e, s + i, end - i, &out);
         i = end;
     }
-    PyObject *result = rc ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)out.ids, out.len * 4);
+    PyObject *result = rc ? NULL : PyBytes_FromStringAndSize((const char *)out.ids, out.len * 4);
     PyMem_Free(out.ids);
     return result;
 }
@@ -220,11 +307,12 @@ static int Encoder_init(Encoder *e, PyObject *args, PyObject *kwargs) {
     if (!e->classes || !e->slots || !e->blob || !e->offsets) { PyBuffer_Release(&classes); PyErr_NoMemory(); return -1; }
     memcpy(e->classes, classes.buf, 0x110000);
     PyBuffer_Release(&classes);
-    e->mask = size - 1, e->n_tokens = (uint32_t)count, e->offsets[0] = 0;
+    e->mask = size - 1, e->n_tokens = (uint32_t)count, e->offsets[0] = 0, e->max_len = 0;
     for (Py_ssize_t r = 0; r < count; r++) {
         PyObject *t = PyList_GET_ITEM(tokens, r);
         Py_ssize_t len = PyBytes_GET_SIZE(t);
         memcpy(e->blob + e->offsets[r], PyBytes_AS_STRING(t), len);
+        if (len > e->max_len) e->max_len = len;
         e->offsets[r + 1] = e->offsets[r] + len;
         uint64_t s = hash_bytes((const uint8_t *)PyBytes_AS_STRING(t), len) & e->mask;
         while (e->slots[s]) s = (s + 1) & e->mask;

@@ -5,7 +5,9 @@
 
 tiktoken spends most of its time in its backtracking regex; the C module matches Qwen's pre-tokenizer
 pattern with a hand-written scanner over a table of character classes (letter, number, White_Space)
-and merges each piece exactly as tiktoken does, about 2-2.5x faster on one core. The table comes from
+and merges each piece exactly as tiktoken does, about 2-2.5x faster on one core; a pre-token of a
+megabyte (base64, minified code, a run of one character) merges in O(n log n), like tiktoken's own
+long-piece path, where rescanning took minutes (bench/bench_encoder_hostile.py). The table comes from
 the `regex` package's Unicode data; the code points recent Unicode versions added (where Python's
 `unicodedata` disagrees) are calibrated against the installed tiktoken, whose Unicode version may be
 older (tests/stages/test_fast_bpe.py checks every code point in several contexts). Lone surrogates become

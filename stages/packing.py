@@ -18,15 +18,20 @@ tails, so at most one short row per (split, source) remains.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from stages.base import EXITS
 from stages.chatml import hash_key, split_of
 from stages.fast_bpe import fast_encoder
+from stages.recipe import require_fraction, require_positive
 from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
+
+log = logging.getLogger(__name__)
 
 SHARD_SCHEMA = pa.schema([
     pa.field("split", pa.string()),
@@ -52,6 +57,8 @@ class TokenizeConfig:
     encoder: str = "fast"  # "fast": stages/fast_bpe.py (same ids, ~2x faster); "tiktoken": tiktoken itself
 
     def __post_init__(self):
+        require_positive(self, "seq_len", "row_group_rows", "file_rows")
+        require_fraction(self, "valid_fraction")
         if self.writer not in ("arrow", "spark"):
             raise ValueError(f"tokenize.writer must be 'arrow' or 'spark', not {self.writer!r}")
         if self.encoder not in ("fast", "tiktoken"):
@@ -61,28 +68,52 @@ class TokenizeConfig:
 class DocEncoder:
     """Sorted documents (`split`, `source`, `text`) -> (`split`, `source`, `input_ids`): each document's tokens
     followed by <|endoftext|>, in the same order; documents with no tokens are left out and counted in
-    `empty`. Web text is encoded literally; documents of `chatml_sources` (instruction data mixed into
-    pretraining) keep <|im_start|> / <|im_end|> special. Picklable (the tokenizer loads once per process)."""
+    `empty`, documents the encoder fails on (an exception or a tiktoken panic) in `encode_errors`. Web
+    text is encoded literally; documents of `chatml_sources` (instruction data mixed into pretraining)
+    keep <|im_start|> / <|im_end|> special. Picklable (the tokenizer loads once per process)."""
 
     def __init__(self, config: TokenizeConfig = TokenizeConfig()):
         self.config, self.tokenizer, self.empty = config, QwenTokenizer(config.tokenizer or None), 0
+        self.encode_errors = 0
 
     def encode(self, text: str, source: str | None) -> np.ndarray:
         """Token ids as int32: web text with `tokenize.encoder` (stages/fast_bpe.py), ChatML documents
-        with tiktoken and their markers special (`encode_to_numpy`: ids < 2**31, so the view is exact)."""
+        with tiktoken and their markers special (`encode_to_numpy`: ids < 2**31, so the view is exact;
+        lone surrogates become U+FFFD first, as in tiktoken's `encode`, which that method skips)."""
         if source in self.config.chatml_sources:
-            return self.tokenizer.encoding.encode_to_numpy(text, allowed_special={IM_START, IM_END},
-                                                          disallowed_special=()).view(np.int32)
+            try:
+                return self._chatml(text)
+            except UnicodeEncodeError:
+                return self._chatml(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
         return fast_encoder(self.tokenizer.path, self.config.encoder == "fast").encode(text)
+
+    def _chatml(self, text: str) -> np.ndarray:
+        return self.tokenizer.encoding.encode_to_numpy(text, allowed_special={IM_START, IM_END},
+                                                      disallowed_special=()).view(np.int32)
+
+    def encode_or_none(self, text: str, source: str | None) -> np.ndarray | None:
+        """`encode`, or None (counted in `encode_errors`) when it raises: one hostile document must not
+        fail the task."""
+        try:
+            return self.encode(text, source)
+        except EXITS:
+            raise
+        except BaseException as error:  # noqa: BLE001 - pyo3's PanicException (tiktoken on ~1 MB of spaces)
+            self.encode_errors += 1
+            log.warning("dropping a document of %d characters (source %s): %s: %.200s", len(text), source,
+                        type(error).__name__, error)
+            return None
 
     def encode_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist()
-        docs = [self.encode(text or "", source) for text, source in zip(batch.column("text").to_pylist(), sources)]
-        keep = np.array([len(d) > 0 for d in docs], bool)
-        self.empty += int(len(docs) - keep.sum())
-        lengths = np.array([len(d) + 1 for d in docs if len(d)], np.int64)
+        encoded = [self.encode_or_none(text or "", source)
+                   for text, source in zip(batch.column("text").to_pylist(), sources)]
+        docs = [d for d in encoded if d is not None and len(d)]
+        keep = np.array([d is not None and len(d) > 0 for d in encoded], bool)
+        self.empty += sum(d is not None and not len(d) for d in encoded)
+        lengths = np.array([len(d) + 1 for d in docs], np.int64)
         eos = np.array([ENDOFTEXT_ID], np.int32)
-        values = np.concatenate([part for doc in docs if len(doc) for part in (doc, eos)] or [np.empty(0, np.int32)])
+        values = np.concatenate([part for doc in docs for part in (doc, eos)] or [np.empty(0, np.int32)])
         offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), pa.int32())
         mask = pa.array(keep)
         return pa.RecordBatch.from_arrays([batch.column("split").filter(mask), batch.column("source").filter(mask),

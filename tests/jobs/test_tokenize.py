@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.data import article_pages
+from common.errors import JobFailed
 from jobs import tokenize
 from pipeline import io
 from stages.tokenizer import QwenTokenizer
@@ -131,3 +132,15 @@ def test_train_tokenizer_job(spark, docs_stage, tmp_path):
     tok = Tokenizer.from_file(str(tmp_path / "bpe" / "tokenizer.json"))
     assert tok.get_vocab_size() == 1000 and tok.decode(tok.encode(rows[0][1]).ids) == rows[0][1]
     assert 2.0 < report["bytes_per_token"] < report["qwen_bytes_per_token"]  # 1,000 merges compress less than Qwen's
+
+
+def test_a_document_the_encoder_panics_on_is_counted_and_the_job_finishes(spark, tmp_path):
+    """tiktoken panics (pyo3 PanicException, a BaseException) on ~1 MB of spaces: a ChatML-source
+    document like that is counted as `encode_error`; above spark.max_error_fraction the job fails."""
+    rows = [(f"d{i}", f"document number {i}", "web") for i in range(30)] + [("x", " " * 2_000_000, "instruct")]
+    io.write_docs(spark, rows, str(tmp_path / "docs"))
+    stats = run(tmp_path / "docs", tmp_path / "shards", "--set", "spark.max_error_fraction=0.05")
+    assert (stats["docs_in"], stats["kept"], stats["by_reason"]) == (31, 30, {"encode_error": 1})
+    with pytest.raises(JobFailed, match="tokenize: 1 of 31 records raised errors"):
+        run(tmp_path / "docs", tmp_path / "strict", "--set", "spark.max_error_fraction=0.01")
+    assert not (tmp_path / "strict" / "_SUCCESS").exists()

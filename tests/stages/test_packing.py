@@ -104,6 +104,47 @@ def test_encoder_matches_per_document_encoding_and_counts_empty_documents(tok):
     assert out[2]["input_ids"].count(ENDOFTEXT_ID) == 1  # the literal marker in the text is not the special token
 
 
+class Panic(BaseException):
+    """Like pyo3's PanicException (a tiktoken panic, e.g. on 1 MB of spaces): a BaseException, not an Exception."""
+
+
+@pytest.mark.parametrize("exception", [Panic("regex stack overflow"), ValueError("bad"), MemoryError()])
+def test_a_document_the_encoder_fails_on_is_counted_and_dropped(tok, monkeypatch, exception):
+    """Web text through `tokenize.encoder = "tiktoken"` and ChatML documents: the failing documents are left
+    out and counted in `encode_errors` (not `empty`), the rest of the batch is encoded as usual."""
+    real = tok.encoding.encode_to_numpy
+
+    def flaky(text, **kwargs):
+        if "BOOM" in text:
+            raise exception
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(tok.encoding, "encode_to_numpy", flaky)   # the one cached Encoding both paths use
+    rows = [("web", "before"), ("web", "BOOM"), ("web", ""), ("instruct", "<|im_start|>BOOM<|im_end|>"),
+            ("instruct", "<|im_start|>user\nhi<|im_end|>"), ("web", "after")]
+    encoder = DocEncoder(TokenizeConfig(encoder="tiktoken"))
+    out = encoder.encode_batch(texts(rows)).to_pylist()
+    assert [r["input_ids"][:-1] for r in out] == [tok.encode(t) for s, t in rows if t and "BOOM" not in t]
+    assert (encoder.encode_errors, encoder.empty) == (2, 1)
+
+
+def test_interrupts_are_not_swallowed(tok, monkeypatch):
+    def interrupted(text, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tok.encoding, "encode_to_numpy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        DocEncoder(TokenizeConfig(encoder="tiktoken")).encode_batch(texts([("web", "text")]))
+
+
+def test_lone_surrogates_become_replacement_characters_in_every_path(tok):
+    """As tiktoken's encode / encode_ordinary do; ChatML documents too (`encode_to_numpy` alone would raise)."""
+    chat, fixed = "<|im_start|>user\n\ud800 hi<|im_end|>", "<|im_start|>user\n\ufffd hi<|im_end|>"
+    encoders = [DocEncoder(), DocEncoder(TokenizeConfig(encoder="tiktoken"))]
+    assert all(e.encode(chat, "instruct").tolist() == tok.encode(fixed) for e in encoders)
+    assert all(e.encode("a \udfff b", "web").tolist() == tok.encoding.encode_ordinary("a \ufffd b") for e in encoders)
+
+
 def test_split_is_a_stable_hash_of_id_and_seed():
     config = TokenizeConfig(valid_fraction=0.2)
     splits = [split_of_doc(config, str(i)) for i in range(2000)]
