@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import collections
+import gzip
+import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import DecompressingBufferedReader
 
-from stages.warc import WarcReader, clean_uri, parse_content_type
+from stages.warc import BoundedReader, IngestConfig, WarcReader, clean_uri, parse_content_type
 from stages.warcwrite import WarcSink
 
 FOLDERS = ("cc-whirlwind", "resiliparse-test-warcs", "dolma-samples", "warcio-test-warcs")
@@ -93,8 +98,6 @@ def test_written_warc_round_trips_and_ids_are_stable(tmp_path):
 
 
 def test_oversized_payloads_are_rejected(tmp_path):
-    from stages.warc import IngestConfig
-
     path = tmp_path / "big.warc"
     with WarcSink(path) as sink:
         sink.response("http://a.test/", 200, [("Content-Type", "text/html")], b"x" * 5000)
@@ -116,3 +119,17 @@ def test_clean_uri():
     assert clean_uri("<https://a.test/x>") == "https://a.test/x"
     assert clean_uri(" https://a.test/ ") == "https://a.test/"
     assert clean_uri(None) is None
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(lines=st.lists(st.binary(max_size=3000), max_size=40),
+       lengths=st.lists(st.none() | st.integers(0, 5000), min_size=1), gzipped=st.booleans())
+def test_bounded_readline_reads_what_warcio_reads(lines, lengths, gzipped):
+    """Under its caps, BoundedReader.readline returns what warcio's own readline does, across blocks."""
+    content = b"\n".join(lines)
+    content = gzip.compress(content) if gzipped else content
+    ours = BoundedReader(io.BytesIO(content), IngestConfig(max_line_bytes=1 << 30, max_header_bytes=1 << 30))
+    theirs = DecompressingBufferedReader(io.BytesIO(content))
+    for length in lengths * 3:
+        assert ours.readline(length) == theirs.readline(length)
+    assert ours.read(1 << 20) == theirs.read(1 << 20)
