@@ -48,13 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
 from stages.recipe import load_sections
 from training import checkpoint as ckpt
 from training.checkpoint import load_model, save_model
+from training.data import read_rows
 from training.metrics import MetricsLog, read_metrics
 from training.model import Qwen
 from training.optim import OptimConfig, make_optimizer, make_scheduler
@@ -194,12 +194,7 @@ def load_pairs(data: PreferenceData, split: str) -> list[dict]:
 
 def read_preferences(root: str | Path, split: str, limit: int = 0) -> list[dict]:
     """Preference shards (pipeline/chat_shards.py) -> [{prompt_ids, chosen_ids, rejected_ids, ...}]."""
-    folder = Path(root) / split
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        return []
-    rows = [r for f in files for r in pq.read_table(f).to_pylist()]
-    return rows[:limit] if limit else rows
+    return read_rows(root, split, limit=limit)
 
 
 def chunks(rows: list, size: int) -> list[list]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.errors import UserError
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from training.model import ModelConfig, Qwen
@@ -52,10 +54,21 @@ def save_model(model: Qwen, path: str | Path) -> None:
     (path / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
 
 
+class CheckpointError(UserError, ValueError):
+    """A model folder the trainer cannot load; the message names it."""
+
+
 def load_model(path: str | Path, dtype: torch.dtype | None = None) -> Qwen:
     path = Path(path)
-    cfg = ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
-    return build_model(cfg, load_file(str(path / WEIGHTS)), dtype)
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path} is not a model checkpoint: {name} is missing")
+    try:
+        cfg = ModelConfig.from_dict(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+        weights = load_file(str(path / WEIGHTS))
+    except (ValueError, TypeError, KeyError, OSError, SafetensorError) as err:   # JSON, config keys, weights
+        raise CheckpointError(f"{path}: the checkpoint cannot be read ({type(err).__name__}: {err})") from None
+    return build_model(cfg, weights, dtype)
 
 
 # ----------------------------------------------------------------------------- training checkpoints

@@ -104,6 +104,20 @@ class ShardData:
                              f"(vocab_size {self.vocab_size}): shards and model do not match")
 
 
+def read_rows(root: str | Path, split: str, columns: list[str] | None = None, limit: int = 0) -> list[dict]:
+    """The rows of `<root>/<split>/*.parquet` as dicts (none when the split has no files); a missing
+    `root` or a file that cannot be read is a `ShardError` naming it."""
+    if not Path(root).is_dir():
+        raise ShardError(f"{root} is not a shards folder (no such folder)")
+    rows = []
+    for path in sorted((Path(root) / split).glob("*.parquet")):
+        try:
+            rows += pq.read_table(path, columns=columns).to_pylist()
+        except (OSError, pa.ArrowException, KeyError) as err:
+            raise ShardError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+    return rows[:limit] if limit else rows
+
+
 def read_manifest(root: Path) -> dict:
     manifest = root / "manifest.json"
     if not manifest.is_file():

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stages.recipe import require, require_fraction, require_positive
+
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -32,6 +34,15 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: str = "cosine"        # cosine | linear | constant
     grad_clip: float = 1.0          # max global grad norm (0: no clipping); LLaMA sec. 2.2
+
+    def __post_init__(self):
+        require(self.lr >= 0, "lr", self.lr, ">= 0")
+        require_positive(self, "eps")
+        require_fraction(self, "min_lr_ratio", "beta1", "beta2")
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
+        require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0 (0: no clipping)")
+        require(self.schedule in ("cosine", "linear", "constant"), "schedule", self.schedule,
+                "'cosine', 'linear' or 'constant'")
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:

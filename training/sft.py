@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
 from training.align import (Loop, LoopConfig, batches, begin, chunks, hidden_states, load_policy)
-from training.data import Batch, encode_rows
+from training.data import Batch, encode_rows, read_rows as read_split
 from training.losses import IGNORE
 from training.optim import OptimConfig
 
@@ -44,10 +43,7 @@ SECTIONS = {"data": SFTData, "optim": OptimConfig, "train": LoopConfig}
 
 def read_rows(root: str | Path, split: str, limit: int = 0) -> list[dict]:
     """[{input_ids, loss_mask, doc_starts}] of one split (empty when the split has no files)."""
-    files = sorted((Path(root) / split).glob("*.parquet"))
-    cols = ["input_ids", "loss_mask", "doc_starts"]
-    rows = [r for f in files for r in pq.read_table(f, columns=cols).to_pylist()]
-    return rows[:limit] if limit else rows
+    return read_split(root, split, ["input_ids", "loss_mask", "doc_starts"], limit)
 
 
 def sft_batch(rows: list[dict]) -> Batch:

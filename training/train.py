@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import JobFailed, cli_main
-from stages.recipe import ConfigError, load_sections
+from stages.recipe import ConfigError, load_sections, require, require_positive
 from training import checkpoint as ckpt
 from training import dist
 from training.data import IGNORE, ShardData, StepLoader, eval_batches
@@ -65,6 +65,10 @@ class DataConfig:
     eval_rows: int = 0               # validation rows per evaluation (0: the whole valid split)
     eval_batch: int = 8
 
+    def __post_init__(self):
+        require_positive(self, "eval_batch")
+        require(self.eval_rows >= 0, "eval_rows", self.eval_rows, ">= 0 (0: the whole valid split)")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -85,6 +89,11 @@ class TrainConfig:
     export_hf: bool = True           # write <out>/hf at the end
     init: str = ""                   # continued pretraining: start from this checkpoint's weights and config
     out: str = "runs/train"          # --out overrides
+
+    def __post_init__(self):
+        require_positive(self, "steps", "micro_batch_size", "grad_accum_steps", "log_every", "keep_last")
+        require(self.eval_every >= 0 and self.save_every >= 0, "eval_every/save_every",
+                (self.eval_every, self.save_every), ">= 0")
 
 
 SECTIONS = {"model": ModelSection, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}

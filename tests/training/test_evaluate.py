@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.stages.test_synthesis import SKIP_CHECK as SKIP_THEIR_CHECK
 from train_testlib import write_shards
 from training.evaluate import gsm8k, humaneval, multiple_choice as mc
 from training.evaluate.perplexity import PerplexityConfig, perplexity
@@ -145,26 +146,7 @@ def test_humaneval_canonical_solutions_pass_and_empty_completions_fail(shared_da
 
 # Wrong completions (HumanEval bodies, some with top-level code after them) that try to pass without the
 # tests running to their end: each one must fail.
-SKIP_CHECK = """    return None
-
-
-def check(candidate):
-    pass
-
-
-import linecache, sys
-def skip_their_check(frame, event, arg):  # jumps over the tests' `def check`, so ours above stays
-    if event == 'line' and frame.f_code.co_name == '<module>':
-        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
-        if line.startswith('def check('):
-            n = frame.f_lineno + 1
-            while linecache.getline(frame.f_code.co_filename, n)[:1] in (' ', '\\n', '#'):
-                n += 1
-            frame.f_lineno = n
-    return skip_their_check
-sys.settrace(skip_their_check)
-sys._getframe().f_trace = skip_their_check
-"""
+SKIP_CHECK = "    return None\n" + SKIP_THEIR_CHECK   # a body, then the trace trick
 CHEATS = {
     "os._exit in the body": "    import os\n    os._exit(0)\n",
     "sys.exit in the body": "    import sys\n    sys.exit(0)\n",

@@ -53,3 +53,49 @@ def test_the_command_prints_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("training.train: error: ")
     assert "manifest.json is not a shards manifest" in proc.stderr
+
+
+def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
+    from training.checkpoint import CheckpointError, load_model
+
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'nowhere'} is not a model checkpoint: model_config.json is missing"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model_config.json").write_text("{}")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="the checkpoint cannot be read"):
+        load_model(tmp_path / "ckpt")
+
+
+def test_alignment_commands_name_a_missing_checkpoint_or_data(tmp_path):
+    for module, flag in (("training.sft", "--init"), ("training.dpo", "--init")):
+        proc = subprocess.run([sys.executable, "-m", module, flag, str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{tmp_path / 'none'} is not a model checkpoint" in proc.stderr
+    rows = read_rows_of(tmp_path)
+    assert rows == []
+
+
+def read_rows_of(tmp_path):
+    from training.data import read_rows
+
+    with pytest.raises(ShardError, match="no such folder"):
+        read_rows(tmp_path / "missing", "train")
+    (tmp_path / "sft" / "train").mkdir(parents=True)
+    (tmp_path / "sft" / "train" / "part-0.parquet").write_bytes(b"PAR1 broken")
+    with pytest.raises(ShardError, match="part-0.parquet cannot be read"):
+        read_rows(tmp_path / "sft", "train")
+    return read_rows(tmp_path / "sft", "valid")
+
+
+def test_training_values_are_validated():
+    from stages.recipe import ConfigError
+    from training.train import Recipe
+
+    for override, message in (("train.steps=0", "train.steps must be > 0, got 0"),
+                              ("optim.schedule=\"step\"", "optim.schedule must be 'cosine', 'linear' or 'constant'"),
+                              ("optim.beta2=1.5", "optim.beta2 must be between 0 and 1"),
+                              ("data.eval_batch=0", "data.eval_batch must be > 0")):
+        with pytest.raises(ConfigError, match=message):
+            Recipe.load(str(ROOT / "training/recipes/demo.toml"), [override])
