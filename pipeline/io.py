@@ -158,8 +158,8 @@ def recorded_error_limit(config: dict) -> float:
 
 def check_errors(spark, tmp: str, stats: dict, limit: float) -> None:
     """Raises `JobFailed` when `stage_error` rows pass `limit` of the rows in (see the module docstring)."""
-    errors, docs_in = stats["by_reason"].get(STAGE_ERROR, 0), stats["docs_in"]
-    error_limit(stats["stage"], errors, docs_in, limit, _commonest(spark, tmp) if errors > limit * docs_in else "")
+    error_limit(stats["stage"], stats["by_reason"].get(STAGE_ERROR, 0), stats["docs_in"], limit,
+                lambda: _commonest(spark, tmp))
 
 
 def _commonest(spark, tmp: str) -> str:
@@ -170,13 +170,17 @@ def _commonest(spark, tmp: str) -> str:
     return "; ".join(f"{r['count']} x {r['drop_detail']}" for r in top)
 
 
-def error_limit(stage: str, errors: int, docs_in: int, limit: float, commonest: str = "") -> None:
-    """Logs records that raised; raises `JobFailed` when they pass `limit` (a fraction of `docs_in`)."""
-    if errors and errors <= limit * docs_in:
+def error_limit(stage: str, errors: int, docs_in: int, limit: float, commonest=lambda: "") -> None:
+    """Logs records that raised; raises `JobFailed` when they pass `limit` (a fraction of `docs_in`),
+    with `commonest()` (read only then) in the message."""
+    if not errors:
+        return
+    if errors <= limit * docs_in:
         log.warning("%s: %d records raised errors (rejected, not failed)", stage, errors)
-    if errors > limit * docs_in:
-        raise JobFailed(f"{stage}: {errors} of {docs_in} records raised errors ({errors / max(docs_in, 1):.1%}), "
-                        f"above spark.max_error_fraction = {limit}" + (f"; commonest: {commonest}" if commonest else ""))
+        return
+    detail = commonest()
+    raise JobFailed(f"{stage}: {errors} of {docs_in} records raised errors ({errors / max(docs_in, 1):.1%}), "
+                    f"above spark.max_error_fraction = {limit}" + (f"; commonest: {detail}" if detail else ""))
 
 
 def write_partitioned(df, expression: str, tmp: str, parts: tuple[str, ...], **options) -> None:

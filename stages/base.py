@@ -64,8 +64,7 @@ class Stage:
         if self.fans_out:
             rows = (row for doc in docs for row in self._isolated_stream(doc))
         else:
-            it = iter(docs)
-            rows = (row for chunk in iter(lambda: list(islice(it, chunk_rows)), []) for row in self._isolated(chunk))
+            rows = (row for chunk in chunked(docs, chunk_rows) for row in self._isolated(chunk))
         for row in rows:
             yield _with_verdict(row)
 
@@ -164,8 +163,7 @@ class BatchStage(Stage):
             yield from self.process_batch(pa.RecordBatch.from_pylist(docs)).to_pylist()
 
     def stream(self, docs: Iterable[Doc], chunk_rows: int = CHUNK_ROWS) -> Iterator[Doc]:
-        it = iter(docs)
-        while chunk := list(islice(it, chunk_rows)):
+        for chunk in chunked(docs, chunk_rows):
             for out in self.isolated_batches(pa.RecordBatch.from_pylist(chunk)):
                 yield from out.to_pylist()
 
@@ -179,6 +177,12 @@ class BatchStage(Stage):
 def reject(doc: Doc, reason: str | None, detail: str | None = None) -> Doc:
     """Returns `doc` with its verdict set (reason None keeps it)."""
     return {**doc, "drop_reason": reason, "drop_detail": detail}
+
+
+def chunked(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
+    it = iter(docs)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def error_detail(stage: str, err: BaseException) -> str:

@@ -52,14 +52,14 @@ class DedupConfig:
     char_ngram: int = 5
     seed: int = 1  # datasketch's default
     scheme: str = "affine32"  # datasketch >= 2.0 default; "legacy" for datasketch < 2.0 signatures
-
-    def __post_init__(self):
-        require_positive(self, "num_perm", "bands", "rows", "ngram", "char_ngram")
-        require_fraction(self, "threshold")
-        require(self.shingle in ("word", "char", "auto"), "shingle", self.shingle, "'word', 'char' or 'auto'")
     survivor_order: tuple[str, ...] = ("quality_score desc", "text_length desc", "id asc")
     max_iterations: int = 40  # connected components rounds before giving up (O(log^2 n) expected)
     index_from: tuple[str, ...] = ()  # earlier dedup outputs whose index/ this batch is checked against
+
+    def __post_init__(self):
+        require_positive(self, "num_perm", "bands", "rows", "ngram", "char_ngram", "max_iterations")
+        require_fraction(self, "threshold")
+        require(self.shingle in ("word", "char", "auto"), "shingle", self.shingle, "'word', 'char' or 'auto'")
 
     def key_settings(self) -> dict:
         """The settings that must match for keys of two runs to be comparable."""

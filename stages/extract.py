@@ -33,8 +33,6 @@ from stages.recipe import require
 
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
 NON_ASCII = re.compile(r"[^\x00-\x7f]")
-BROWSER_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
-                   "us-ascii": "cp1252", "iso8859-1": "cp1252"}
 # Python's names for the encodings of the WHATWG Encoding Standard (section 4, "Names and labels");
 # x-user-defined and the "replacement" encoding have no Python codec and are ignored.
 WHATWG_CODECS = frozenset({
@@ -140,14 +138,11 @@ def _decode(html: bytes, declared: str | None) -> tuple[str, str]:
         if encoding:
             try:
                 return html.decode("utf-8-sig" if encoding == "utf-8" else encoding), encoding
-            except (UnicodeError, LookupError):  # bytes not valid in the declared encoding
+            except UnicodeError:  # bytes not valid in the declared encoding
                 continue
     guess = _guess(html)
     if guess:
-        try:
-            return html.decode(guess, errors="replace"), guess
-        except (UnicodeError, LookupError):
-            pass
+        return html.decode(guess, errors="replace"), guess
     return html.decode("utf-8", errors="replace"), "utf-8"
 
 
@@ -171,10 +166,8 @@ def normalise_encoding(label: str | None) -> str | None:
     """A Python codec name for an HTML charset label, or None when unknown or not a WHATWG encoding."""
     if not label or len(label) > 64:
         return None
-    label = label.strip().lower()
-    label = BROWSER_ALIASES.get(label, label)
     try:
-        name = codecs.lookup(label).name
+        name = codecs.lookup(label.strip().lower()).name
     except (LookupError, ValueError):  # ValueError: a label with NUL characters
         return None
     name = AS_WINDOWS_1252.get(name, name)

@@ -126,13 +126,18 @@ class FastEncoder:
         try:
             return self._encode(text)
         except UnicodeEncodeError:   # lone surrogates become U+FFFD, as tiktoken's encode_ordinary does
-            return self._encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+            return self._encode(without_surrogates(text))
 
     def _encode(self, text: str) -> np.ndarray:
         if self.native is not None:
             return np.frombuffer(self.native.encode(text), np.int32)
         # tiktoken's numpy output skips the Python list (ids < 2**31, so the view is exact)
         return self.reference.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).view(np.int32)
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (not encodable as UTF-8) replaced by U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 @functools.cache

@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from stages.base import EXITS
 from stages.chatml import hash_key, split_of
-from stages.fast_bpe import fast_encoder
-from stages.recipe import require_fraction, require_positive
+from stages.fast_bpe import fast_encoder, without_surrogates
+from stages.recipe import require, require_fraction, require_positive
 from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,8 @@ class TokenizeConfig:
     def __post_init__(self):
         require_positive(self, "seq_len", "row_group_rows", "file_rows")
         require_fraction(self, "valid_fraction")
-        if self.writer not in ("arrow", "spark"):
-            raise ValueError(f"tokenize.writer must be 'arrow' or 'spark', not {self.writer!r}")
-        if self.encoder not in ("fast", "tiktoken"):
-            raise ValueError(f"tokenize.encoder must be 'fast' or 'tiktoken', not {self.encoder!r}")
+        require(self.writer in ("arrow", "spark"), "writer", self.writer, "'arrow' or 'spark'")
+        require(self.encoder in ("fast", "tiktoken"), "encoder", self.encoder, "'fast' or 'tiktoken'")
 
 
 class DocEncoder:
@@ -84,7 +82,7 @@ class DocEncoder:
             try:
                 return self._chatml(text)
             except UnicodeEncodeError:
-                return self._chatml(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+                return self._chatml(without_surrogates(text))
         return fast_encoder(self.tokenizer.path, self.config.encoder == "fast").encode(text)
 
     def _chatml(self, text: str) -> np.ndarray:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.errors import UserError
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from common.errors import UserError
 
 from training.model import ModelConfig, Qwen
 

@@ -41,8 +41,7 @@ class OptimConfig:
         require_fraction(self, "min_lr_ratio", "beta1", "beta2")
         require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
         require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0 (0: no clipping)")
-        require(self.schedule in ("cosine", "linear", "constant"), "schedule", self.schedule,
-                "'cosine', 'linear' or 'constant'")
+        require(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -66,8 +65,6 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
 
 def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
     """Multiplier of the peak lr for optimizer step `step` (0-based)."""
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":

@@ -92,8 +92,8 @@ class TrainConfig:
 
     def __post_init__(self):
         require_positive(self, "steps", "micro_batch_size", "grad_accum_steps", "log_every", "keep_last")
-        require(self.eval_every >= 0 and self.save_every >= 0, "eval_every/save_every",
-                (self.eval_every, self.save_every), ">= 0")
+        require(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0 (0: only at the start and the end)")
+        require(self.save_every >= 0, "save_every", self.save_every, ">= 0 (0: only at the end)")
 
 
 SECTIONS = {"model": ModelSection, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
