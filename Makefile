@@ -67,7 +67,7 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py stages/_qwen_bpe.c
+$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py stages/tokenize/_qwen_bpe.c
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup.sh
 	@touch $@
 
@@ -161,38 +161,38 @@ chat: setup
 	$(PY) -m training.chat --checkpoint $(CKPT)
 
 export-hf: setup
-	$(PY) -m training.hf export --checkpoint $(CKPT) --out $(HF)
+	$(PY) -m training.model.hf export --checkpoint $(CKPT) --out $(HF)
 
 import-hf: setup
-	$(PY) -m training.hf import --hf $(HF) --out $(CKPT)
+	$(PY) -m training.model.hf import --hf $(HF) --out $(CKPT)
 
 ALIGN_SET ?=
 ALIGN = $(foreach s,$(ALIGN_SET),--set $(s))
 
 sft: setup
-	$(PY) -m training.sft --recipe training/recipes/sft.toml --init $(CKPT) --data $(ROOT)/mix/sft --out $(ROOT)/sft $(ALIGN)
+	$(PY) -m training.align.sft --recipe training/recipes/sft.toml --init $(CKPT) --data $(ROOT)/mix/sft --out $(ROOT)/sft $(ALIGN)
 
 rm: setup
-	$(PY) -m training.reward --recipe training/recipes/rm.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	$(PY) -m training.align.reward --recipe training/recipes/rm.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
 	  --out $(ROOT)/rm $(ALIGN)
 
 ppo: setup
-	$(PY) -m training.ppo --recipe training/recipes/ppo.toml --init $(ROOT)/sft/final --reward $(ROOT)/rm/final \
+	$(PY) -m training.align.ppo --recipe training/recipes/ppo.toml --init $(ROOT)/sft/final --reward $(ROOT)/rm/final \
 	  --prompts $(ROOT)/mix/preference --out $(ROOT)/ppo $(ALIGN)
 
 dpo: setup
-	$(PY) -m training.dpo --recipe training/recipes/dpo.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	$(PY) -m training.align.dpo --recipe training/recipes/dpo.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
 	  --out $(ROOT)/dpo $(ALIGN)
 
 online-dpo: setup
-	$(PY) -m training.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
+	$(PY) -m training.align.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
 	  --reward $(ROOT)/rm/final --data $(ROOT)/mix/preference --out $(ROOT)/online_dpo $(ALIGN)
 
 code-qwen: setup  # Code-Qwen at toy scale: code-heavy data, continued pretraining of $(CKPT), then SFT
 	$(PY) -m jobs.specialist code --root $(ROOT) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/code_qwen.toml --init $(CKPT) \
 	  --data $(ROOT)/code-qwen/shards --out $(ROOT)/code-qwen/train
-	$(PY) -m training.sft --recipe training/recipes/code_qwen_sft.toml --init $(ROOT)/code-qwen/train/final \
+	$(PY) -m training.align.sft --recipe training/recipes/code_qwen_sft.toml --init $(ROOT)/code-qwen/train/final \
 	  --data $(ROOT)/mix/sft --out $(ROOT)/code-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/code-qwen
 
@@ -200,7 +200,7 @@ math-qwen: setup  # Math-Qwen at toy scale: math-heavy data, continued pretraini
 	$(PY) -m jobs.specialist math --root $(ROOT) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/math_qwen.toml --init $(CKPT) \
 	  --data $(ROOT)/math-qwen/shards --out $(ROOT)/math-qwen/train
-	$(PY) -m training.sft --recipe training/recipes/math_qwen_sft.toml --init $(ROOT)/math-qwen/train/final \
+	$(PY) -m training.align.sft --recipe training/recipes/math_qwen_sft.toml --init $(ROOT)/math-qwen/train/final \
 	  --data $(ROOT)/math-qwen/mix/sft --out $(ROOT)/math-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/math-qwen
 

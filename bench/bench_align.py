@@ -1,4 +1,4 @@
-"""Alignment step cost: our response-only log-probs (`training.align.sequence_logprob`, the lm_head run
+"""Alignment step cost: our response-only log-probs (`training.align.common.sequence_logprob`, the lm_head run
 only on the positions that predict response tokens) against the usual full-logits way (logits of every
 position, log_softmax, gather, mask), for one DPO policy forward + backward on the same batch.
 
@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # allow `python bench/bench_align.py`
 
 from bench.data import timed  # noqa: E402
-from training.align import concat_right_pad, pick_device, sequence_logprob  # noqa: E402
-from training.flavors import FLAVORS  # noqa: E402
-from training.model import Qwen  # noqa: E402
+from training.align.common import concat_right_pad, pick_device, sequence_logprob  # noqa: E402
+from training.model.flavors import FLAVORS  # noqa: E402
+from training.model.qwen import Qwen  # noqa: E402
 
 
 def full_logprob(model: Qwen, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

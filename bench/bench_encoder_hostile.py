@@ -1,5 +1,5 @@
 """The Qwen encoder on hostile input: one pre-token of 1 MB (text without spaces: base64 blobs, minified
-code, long URLs) and other long runs, the fast encoder (stages/fast_bpe.py) against tiktoken in the same run.
+code, long URLs) and other long runs, the fast encoder (stages/tokenize/fast_bpe.py) against tiktoken in the same run.
 
     python -m bench.bench_encoder_hostile --out runs/bench      # also run by `make bench`
 
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from bench.data import save_result
-from stages.fast_bpe import fast_encoder
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.fast_bpe import fast_encoder
+from stages.tokenize.tokenizer import QwenTokenizer
 
 MB = 1_000_000
 INPUTS = {  # name -> text; the first is the headline ("1 MB without spaces")
@@ -71,7 +71,7 @@ def encoders() -> dict:
     tok = QwenTokenizer()
     fast = fast_encoder(tok.path)
     if fast.native is None:
-        raise SystemExit("stages._qwen_bpe is not built: run `make setup`")
+        raise SystemExit("stages.tokenize._qwen_bpe is not built: run `make setup`")
     found = {"fast": fast.encode, "tiktoken": tok.encoding.encode_ordinary}
     for encode in found.values():
         encode("warm up")

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # allow `python bench/bench_model.py`
 
-from training.hf import from_pretrained  # noqa: E402
-from training.moe import SparseMoE  # noqa: E402
+from training.model.hf import from_pretrained  # noqa: E402
+from training.model.moe import SparseMoE  # noqa: E402
 
 DENSE = dict(vocab_size=32768, hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
              num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096)

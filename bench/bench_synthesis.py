@@ -2,7 +2,7 @@
 
     python -m bench.bench_synthesis --out runs/bench [--workers 2] [--limit 164]
 
-1. HumanEval (164 problems) through `stages.sandbox` / `stages.synthesis.run_tests`: the canonical
+1. HumanEval (164 problems) through `common.sandbox` / `stages.synthesis.run_tests`: the canonical
    solutions must all pass and a stub (`return None`) must fail; latency per run (p50 / p95) and runs
    per second with a thread pool, plus the cost of the kernel isolation layers (trivial program with
    and without namespaces).
@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.data import save_result, shared_data
-from stages import sandbox, synthesis
+from common import sandbox
+from stages import synthesis
 from stages.code import CodeConfig, CodeFilter, CodeReader, list_source_files
 
 

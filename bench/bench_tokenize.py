@@ -6,7 +6,7 @@
 Texts: the gold article bodies of the extraction benchmark, repeated `--copies` times (new ids). The
 reference is the plain loop (`encode_ordinary`, one text after another) in one process per core Spark
 uses (local[*]: every core), each over its share of the texts; the ratio is job / that. The job encodes
-with `tokenize.encoder = "fast"` (stages/fast_bpe.py, the same ids); the same job with tiktoken itself
+with `tokenize.encoder = "fast"` (stages/tokenize/fast_bpe.py, the same ids); the same job with tiktoken itself
 and the loop in one process (the per-core rate) are reported too. The job runs once untimed (Spark's Python workers start and
 load the tokenizer once per executor, a cost a long job pays once), then `--runs` timed runs: the median
 counts, and the loop is measured between the job runs, so both see the same machine load.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.data import article_pages, save_result, shared_data
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 
 def corpus(data: Path, copies: int) -> list[dict]:

@@ -67,7 +67,7 @@ def hf_side(trainer: Trainer, args):
     """A transformers model with our initial weights and a plain training step on the same batches."""
     from transformers import AutoModelForCausalLM
 
-    from training.hf import save_pretrained
+    from training.model.hf import save_pretrained
 
     with tempfile.TemporaryDirectory() as d:
         save_pretrained(trainer.raw, d)

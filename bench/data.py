@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from stages.warcwrite import WarcSink
+from stages.crawl.warc_writer import WarcSink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
     python -m jobs.crawl --seeds seeds.txt --output runs/crawl [--set crawl.max_pages=500 ...] [--fresh]
 
 Each round: the frontier (`frontier/rNNNN/`, Parquet partitioned by host group) is fetched by one
-Spark task per host group (`stages.crawl.crawl_group`, threads inside), which commits segments
+Spark task per host group (`stages.crawl.task.crawl_group`, threads inside), which commits segments
 `warc/rNNNN-bGGGGG-sSSSS.warc.gz`, `links/...parquet` and `log/...parquet` (the log last, as the
 segment's marker) every `crawl.checkpoint_pages` pages; the next frontier is the new links minus
 every URL already in a frontier or fetched (the seen-set), capped per host and overall.
@@ -23,8 +23,8 @@ from pipeline import cli, io
 from pipeline.hadoop import HadoopFS
 from pipeline.spark import spark_session
 from pipeline.version import code_version
-from stages.crawl import CrawlConfig, crawl_group
-from stages.frontier import Scope, host_of, normalize
+from stages.crawl.task import CrawlConfig, crawl_group
+from stages.crawl.frontier import Scope, host_of, normalize
 
 FRONTIER_COLUMNS = ("url", "host", "depth", "parent")
 

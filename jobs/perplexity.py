@@ -3,7 +3,7 @@
     python -m jobs.perplexity --input runs/demo/quality --output runs/demo/perplexity \
         --set 'perplexity.models={en = "runs/demo/kenlm/en.bin"}' [--set 'perplexity.drop_buckets=["tail"]']
 
-Scores with `stages.perplexity.Perplexity` (cc_net normalisation, `kenlm.Model`), then computes the
+Scores with `stages.quality.perplexity.Perplexity` (cc_net normalisation, `kenlm.Model`), then computes the
 cutoffs per language on the data in Spark: `percentile_approx` (or exact `percentile` with
 `perplexity.exact_percentiles=true`) at `perplexity.percentiles` (cc_net: 0.3 and 0.6). Fixed cutoffs
 in `perplexity.cutoffs` (`en_head`, `en_middle`) take precedence. Buckets in `drop_buckets` are
@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from pipeline import cli, io, runner
 from pipeline.spark import spark_session
-from stages.perplexity import Perplexity
+from stages.quality.perplexity import Perplexity
 
 
 def data_cutoffs(scored, config, lang) -> dict[str, list[float]]:

@@ -6,14 +6,14 @@
 
 Reads `[quality]` (rules to run, classifier, threshold) and the thresholds of each rule from
 `[gopher_quality]`, `[gopher_repetition]`, `[c4_quality]`, `[fineweb_quality]`. Uses `lang` when present
-(word splitting for zh/ja). Rules: `stages/quality.py`; classifier: `stages/quality_model.py`.
+(word splitting for zh/ja). Rules: `stages/quality/rules.py`; classifier: `stages/quality/classifier.py`.
 """
 
 from __future__ import annotations
 
 from pipeline import cli
-from stages.quality import RulesConfig
-from stages.quality_model import QualityFilter
+from stages.quality.rules import RulesConfig
+from stages.quality.classifier import QualityFilter
 
 RULE_SECTIONS = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
 

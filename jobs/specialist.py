@@ -14,7 +14,7 @@ pipeline kept (`<root>/decontam`), into `<root>/<kind>-qwen/`:
   ChatML conversations, decontaminated, mixed into the web stream at `mix.pretrain_ratio` as source
   "math", and `mix/sft` shards for the SFT stage) -> `shards/`.
 
-Then `training.train --init <base>` continues pretraining on `shards/` and `training.sft` fine-tunes
+Then `training.train --init <base>` continues pretraining on `shards/` and `training.align.sft` fine-tunes
 (`make code-qwen`, `make math-qwen`).
 """
 

@@ -5,7 +5,7 @@
         --set 'train_kenlm.sources={en = ["../shared/data/tinyshakespeare/input.txt"]}'
 
 Sources per language are text files, folders or globs (one paragraph a line), or finished stage folders
-(their `text` column, split into lines). Spark reads and normalises them (`stages.perplexity.model_lines`,
+(their `text` column, split into lines). Spark reads and normalises them (`stages.quality.perplexity.model_lines`,
 the same tokens the scorer sees); the driver streams the lines into `lmplz`. The output folder gets
 `<lang>.bin` per language and `_stats.json`; point `perplexity.models` at them. Local output paths only.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline import cli, io
 from pipeline.hadoop import HadoopFS
-from stages.perplexity import model_lines, train_lm
+from stages.quality.perplexity import model_lines, train_lm
 
 
 def source_lines(spark, path: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline import cli, io
 from pipeline.hadoop import HadoopFS
-from stages.quality_model import is_held_out, lid_accuracy, lid_line, train_lid
+from stages.quality.classifier import is_held_out, lid_accuracy, lid_line, train_lid
 
 
 def read_lines(spark, paths: tuple[str, ...], config) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from pipeline import cli, io
-from stages.quality_model import evaluate, fasttext_line, is_held_out, train
+from stages.quality.classifier import evaluate, fasttext_line, is_held_out, train
 
 
 def read_texts(spark, paths: tuple[str, ...], limit: int) -> list[str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pipeline import cli, io
 from pipeline.spark import spark_session
-from stages.bpe import bytes_per_token, train_bpe
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.bpe import bytes_per_token, train_bpe
+from stages.tokenize.tokenizer import QwenTokenizer
 
 
 def sample_texts(spark, path: str, config) -> tuple[list[str], list[str]]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from pipeline import io, schemas
 from stages.chatml import SFT_SCHEMA, MixConfig, pack_conversations
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 SCHEMA_VERSION = 1
 PREFERENCE_COLUMNS = ("id", "source", "split", "prompt_ids", "chosen_ids", "rejected_ids")

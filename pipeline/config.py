@@ -18,20 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spark import SparkConfig
-from stages.bpe import TrainTokenizerConfig
+from stages.tokenize.bpe import TrainTokenizerConfig
 from stages.chatml import MixConfig
 from stages.code import CodeConfig
-from stages.crawl import CrawlConfig
+from stages.crawl.task import CrawlConfig
 from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
 from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
 from stages.mixture import MixtureConfig
-from stages.packing import TokenizeConfig
-from stages.perplexity import PerplexityConfig, TrainKenlmConfig
-from stages.quality import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
-from stages.quality_model import QualityConfig, TrainLidConfig, TrainQualityConfig
-from stages.recipe import ConfigError, apply_override, build, read_toml
+from stages.tokenize.packing import TokenizeConfig
+from stages.quality.perplexity import PerplexityConfig, TrainKenlmConfig
+from stages.quality.rules import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from stages.quality.classifier import QualityConfig, TrainLidConfig, TrainQualityConfig
+from common.recipe import ConfigError, apply_override, build, read_toml
 from stages.synthesis import SynthConfig
 from stages.warc import IngestConfig
 

@@ -128,7 +128,7 @@ def tokens_out(stage: Path, s: dict) -> tuple[int, bool] | None:
 
 def tokens_per_char(files: list[Path], sample: int = SAMPLE_DOCS) -> float:
     """Qwen tokens per character of the first `sample` texts (the funnel's estimate for text stages)."""
-    from stages.tokenizer import QwenTokenizer
+    from stages.tokenize.tokenizer import QwenTokenizer
 
     texts = pl.scan_parquet(files).select("text").drop_nulls().head(sample).collect()["text"].to_list()
     encode = QwenTokenizer().encoding.encode_ordinary_batch

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
-from stages.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
+from stages.tokenize.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
 
 SPLITS = ("train", "valid")
 # a task's rows: a short row, a written file's name (`file`), or its counts of documents with no tokens

@@ -29,8 +29,8 @@ import pyarrow as pa
 
 from pipeline import io, schemas, shard_files
 from pipeline.spark import ship_files
-from stages.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.packing import SHARD_SCHEMA, DocEncoder, TokenizeConfig, pack_batches
+from stages.tokenize.tokenizer import QwenTokenizer
 
 SCHEMA_VERSION = 1
 
@@ -47,7 +47,7 @@ def _packer(config: TokenizeConfig, tokenize: bool):
 def ordered_texts(docs, config: TokenizeConfig):
     """Documents (`id`, `text`, optional `source`, `orig_id`) -> (split, source, text), hash-partitioned on
     sha1("<seed>\\0<id>") and sorted inside each partition by (split, source, that hash): no sampling pass,
-    every core tokenizes and packs. The split is `stages.packing.split_of_doc`, in SQL."""
+    every core tokenizes and packs. The split is `stages.tokenize.packing.split_of_doc`, in SQL."""
     from pyspark.sql import functions as F
 
     key = lambda column: F.sha1(F.concat(F.lit(f"{config.seed}\0"), F.col(column).cast("string")))

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from stages.recipe import require, require_fraction
+from common.recipe import require, require_fraction
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ def spark_session(app: str, config: SparkConfig = SparkConfig(), master: str | N
 def ship_files(spark, paths) -> list[str]:
     """Adds each local model file to the job (`SparkContext.addFile`) when the master is a cluster.
 
-    Executors then hold a copy in their working folder, which `stages.fs.shipped` finds when the
+    Executors then hold a copy in their working folder, which `common.fs.shipped` finds when the
     driver's path does not exist on the node; in local mode every path is already readable. Remote
     URIs (hdfs://, s3a://) and paths that are not files here are left to the stage's own error.
     Returns the paths shipped.
     """
-    from stages.fs import local_path
+    from common.fs import local_path
 
     context = spark.sparkContext
     if context.master.startswith("local"):

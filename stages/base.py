@@ -55,7 +55,7 @@ class Stage:
 
     def model_files(self) -> tuple[str, ...]:
         """Local files the stage opens inside tasks (models, tokenizer ranks): the runner ships them
-        to cluster nodes, where `stages.fs.shipped` finds them."""
+        to cluster nodes, where `common.fs.shipped` finds them."""
         return ()
 
     def stream(self, docs: Iterable[Doc], chunk_rows: int = CHUNK_ROWS) -> Iterator[Doc]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, Stage, reject
-from stages.tokenizer import IM_END, IM_END_ID, IM_START, IM_START_ID, QwenTokenizer
+from stages.tokenize.tokenizer import IM_END, IM_END_ID, IM_START, IM_START_ID, QwenTokenizer
 from stages.tooluse import from_openai
 
 Message = dict[str, str]

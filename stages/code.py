@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from stages.base import Doc, Stage, reject
-from stages.fs import local_path, open_binary
+from common.fs import local_path, open_binary
 
 LANGUAGES = {".py": "python", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".rs": "rust",
              ".go": "go", ".java": "java", ".js": "javascript", ".ts": "typescript", ".sh": "shell",

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
-from stages.recipe import require, require_positive
+from common.recipe import require, require_positive
 
 WORD = re.compile(r"\w+")
 PRIME = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so the polynomial hash mixes every word

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 
 from stages.minhash import MinHashParams, band_keys, normalize_text, signatures
-from stages.recipe import require, require_fraction, require_positive
+from common.recipe import require, require_fraction, require_positive
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 KEY_FIELDS = (

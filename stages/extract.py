@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
-from stages.recipe import require
+from common.recipe import require
 
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
 NON_ASCII = re.compile(r"[^\x00-\x7f]")

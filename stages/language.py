@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
-from stages.fs import shipped
-from stages.recipe import require, require_fraction, require_positive
+from common.fs import shipped
+from common.recipe import require, require_fraction, require_positive
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, Stage, reject
-from stages.recipe import require
-from stages.tokenizer import QwenTokenizer
+from common.recipe import require
+from stages.tokenize.tokenizer import QwenTokenizer
 
 BINS = 4096  # histogram bins over u for calibration: error <= 1/4096 of a group's tokens
 Group = tuple[str, str]  # (source, bucket); bucket "" when the recipe has no bucket weights

@@ -10,7 +10,7 @@ keep the good ones, pair good with bad, evolve instructions and select a diverse
   problem, keep those whose final answer equals the reference (GSM8K `#### N`, "The answer is N",
   `\\boxed{N}`; numbers compared exactly as fractions, so 0.5 == 1/2 == \\frac{1}{2}).
 - Execution feedback (Qwen2 sec. 4.1.2 "Execution Feedback"): k code solutions per problem, each run with
-  the problem's tests in `stages.sandbox`; keep the passing ones: those whose program ran to its end (the
+  the problem's tests in `common.sandbox`; keep the passing ones: those whose program ran to its end (the
   sandbox's sentinel), never judged on exit status alone, so `sys.exit(0)` before the tests is a failure.
 - Preference pairs from the same samples (Qwen2 sec. 4.1: offline DPO pairs from correct vs incorrect
   samples): one good and one bad sample, chosen deterministically by a hash of (key, sample).
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from stages import minhash
-from stages.sandbox import SandboxResult, run_code
+from common.sandbox import SandboxResult, run_code
 
 Message = dict[str, str]
 # conversations (each ending with the user turn) and k -> k completions per conversation

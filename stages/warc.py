@@ -49,8 +49,8 @@ from warcio.recordloader import ArcWarcRecord
 from warcio.utils import BUFF_SIZE
 
 from stages.base import Doc, Stage, reject
-from stages.fs import open_binary
-from stages.recipe import require_positive
+from common.fs import open_binary
+from common.recipe import require_positive
 
 log = logging.getLogger(__name__)
 

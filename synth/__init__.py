@@ -7,6 +7,6 @@
     python -m synth.select    --input instructions.parquet --output runs/demo/synth/select
 
 This layer may import pipeline/, stages/ and training/ (and pyspark and torch); the pure logic is in
-stages/synthesis.py and stages/sandbox.py, the shared Spark/model plumbing in synth/engine.py.
+stages/synthesis.py and common/sandbox.py, the shared Spark/model plumbing in synth/engine.py.
 SFT and preference outputs use the layout of pipeline/chat_shards.py, so the alignment trainers read them.
 """

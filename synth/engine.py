@@ -3,8 +3,8 @@ sample and judge, and the writers of SFT / preference shards in the layout of `p
 
 Jobs: synth/rejection.py (math), synth/execution.py (code), synth/evolve.py, synth/select.py.
 
-The model is a checkpoint folder of ours (`model_config.json`, `training.checkpoint.save_model`) or a
-Hugging Face Qwen2 directory (`config.json`, loaded by `training.hf.from_pretrained`). Stage objects
+The model is a checkpoint folder of ours (`model_config.json`, `training.model.checkpoint.save_model`) or a
+Hugging Face Qwen2 directory (`config.json`, loaded by `training.model.hf.from_pretrained`). Stage objects
 carry only its path; the first batch on an executor loads it into the module-level `_MODELS` cache,
 which Spark's reused Python workers keep for every later task.
 """
@@ -24,7 +24,7 @@ from stages import synthesis
 from stages.base import Doc, Stage, reject
 from stages.chatml import MESSAGES, EncodeChat, EncodePreference, MixConfig, encode_chat
 from stages.synthesis import Message, SynthConfig
-from stages.tokenizer import IM_START_ID, QwenTokenizer
+from stages.tokenize.tokenizer import IM_START_ID, QwenTokenizer
 
 KEPT = "drop_reason IS NULL"
 _MODELS: dict[tuple, object] = {}
@@ -45,7 +45,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "") -> object:
     """Our checkpoint or an HF Qwen2 directory, loaded once per process (cached by path, device, dtype)."""
     import torch
 
-    from training import checkpoint, hf
+    from training.model import checkpoint, hf
 
     key = (os.path.abspath(path), resolve_device(device), dtype)
     if key not in _MODELS:

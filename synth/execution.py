@@ -6,7 +6,7 @@
 
 Input rows: `prompt` (or `question` / `text`) and tests as `tests` / `test` (a program; HumanEval's
 `def check(candidate)` is called on `entry_point`) or `test_list` (MBPP's asserts). Each sample runs in
-`stages.sandbox` (separate process, timeout, no network, scratch directory); exceptions and timeouts
+`common.sandbox` (separate process, timeout, no network, scratch directory); exceptions and timeouts
 fail. Writes samples/, sft/ (passing samples) and preference/ (passing vs failing), like synth.rejection.
 """
 

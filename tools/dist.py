@@ -177,7 +177,7 @@ def build_env(out: Path, python: str = "", level: int = 1, torch: bool = False) 
             _add_link(tar, f"bin/{link}", target)
         for path in files:
             tar.add(path, arcname=f"lib/{version}/site-packages/{path.relative_to(site)}", recursive=False)
-        for path in sorted((ROOT / "stages").glob("_qwen_bpe*.so")):   # the fast encoder, a top-level module there
+        for path in sorted((ROOT / "stages" / "tokenize").glob("_qwen_bpe*.so")):   # the fast encoder, a top-level module there
             tar.add(path, arcname=f"lib/{version}/site-packages/{path.name}", recursive=False)
     partial.replace(out)
     return out, len(files)

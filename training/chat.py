@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from training.checkpoint import load_model
+from training.model.checkpoint import load_model
 from training.generate import SamplingConfig, generate
-from stages.tokenizer import load_encoding
+from stages.tokenize.tokenizer import load_encoding
 
 
 def chatml_ids(enc, turns: list[tuple[str, str]]) -> list[int]:

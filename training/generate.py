@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.model import KVCache, Qwen
+from training.model.qwen import KVCache, Qwen
 
 ENDOFTEXT, IM_END = 151643, 151645
 

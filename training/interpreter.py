@@ -5,7 +5,7 @@
 
 The user turn lists one tool, `code_interpreter` (arguments {"code": "..."}), in the ReAct format of
 `stages/tooluse.py` (the Qwen report's tool-use format). Each model step that calls it has its code run
-by `stages.sandbox.run_code` (separate process, wall timeout, no network, writes only in a scratch
+by `common.sandbox.run_code` (separate process, wall timeout, no network, writes only in a scratch
 directory); what the code printed (or its error, or "timed out") comes back as an `Observation:` in a
 `function` message, and the model is asked again, until it writes `Final Answer:`, writes something
 that is not a step, or `max_calls` runs have been made.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stages.sandbox import SandboxResult, run_code
+from common.sandbox import SandboxResult, run_code
 from stages.synthesis import extract_code
 from stages.tooluse import OBSERVATION_ROLE, Tool, parse_step, react_instruction
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stages.recipe import require, require_fraction, require_positive
+from common.recipe import require, require_fraction, require_positive
 
 SCHEDULES = ("cosine", "linear", "constant")
 

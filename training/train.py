@@ -6,7 +6,7 @@
     python -m training.train --recipe R.toml --init runs/demo/train/final                # continued pretraining
     torchrun --nproc_per_node=2 -m training.train --recipe R.toml                        # DDP (gloo on CPU)
 
-A recipe has four tables, each a frozen dataclass (`stages/recipe.py` rules: unknown keys are errors,
+A recipe has four tables, each a frozen dataclass (`common/recipe.py` rules: unknown keys are errors,
 `--set section.key=value` overrides, `base = "other.toml"` inherits): [model] (a FLAVORS name plus
 ModelConfig overrides), [data], [optim] (training/optim.py) and [train].
 
@@ -34,13 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import JobFailed, cli_main
-from stages.recipe import ConfigError, load_sections, require, require_positive
-from training import checkpoint as ckpt
+from common.recipe import ConfigError, load_sections, require, require_positive
+from training.model import checkpoint as ckpt
 from training import dist
 from training.data import IGNORE, ShardData, StepLoader, eval_batches
-from training.flavors import FLAVORS
+from training.model.flavors import FLAVORS
 from training.metrics import MetricsLog, flops_per_token, peak_flops, plot_losses, read_metrics
-from training.model import ModelConfig, Qwen
+from training.model.qwen import ModelConfig, Qwen
 from training.optim import OptimConfig, make_optimizer, make_scheduler
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -48,7 +48,7 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 
 @dataclass(frozen=True)
 class ModelSection:
-    flavor: str = "debug"                                     # a training.flavors.FLAVORS name
+    flavor: str = "debug"                                     # a training.model.flavors.FLAVORS name
     overrides: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields, e.g. {num_layers = 4}
 
     def build_config(self) -> ModelConfig:
@@ -309,7 +309,7 @@ def finish(trainer: Trainer, out: Path, env: dist.Env, first_eval: dict | None, 
         model = ckpt.load_model(path)
         ckpt.save_model(model, out / "final")
         if trainer.recipe.train.export_hf:
-            from training.hf import save_pretrained
+            from training.model.hf import save_pretrained
             save_pretrained(model, out / "hf")
         summary["loss_png"] = str(plot_losses(out / "metrics.jsonl", out / "loss.png"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 from tests.cluster.conftest import submit_command, submitted
 from tests.synth.test_synth_jobs import MATH_TEXTS, bigram_model, read_parquet, write_jsonl
-from training.checkpoint import save_model
+from training.model.checkpoint import save_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 

@@ -28,7 +28,7 @@ def test_code_zip_is_reproducible_and_importable(tmp_path):
                 if "__pycache__" not in p.parts}
     assert expected <= names and "pipeline/recipes/default.toml" in names
     assert not any(n.startswith(("tests/", "bench/", "tools/")) for n in names)
-    code = "import stages.tokenizer, jobs.langid; print(stages.tokenizer.__file__)"
+    code = "import stages.tokenize.tokenizer, jobs.langid; print(stages.tokenize.tokenizer.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(a)},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{a}/stages/tokenizer.py"

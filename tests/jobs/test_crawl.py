@@ -17,7 +17,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from jobs import crawl, extract, ingest
-from stages.crawl import CrawlConfig
+from stages.crawl.task import CrawlConfig
 from tests.stages.test_fetch import Site, page, redirect
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

@@ -13,7 +13,7 @@ from bench.data import article_pages
 from pipeline import io
 from stages.chatml import EncodeChat, EncodePreference, MixConfig, ParseInstructions
 from stages.decontam import DecontamConfig, Decontaminate, build_index
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

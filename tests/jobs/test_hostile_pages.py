@@ -10,7 +10,7 @@ import pytest
 from bench.data import article_pages
 from jobs import extract, ingest
 from pipeline import io
-from stages.warcwrite import WarcSink
+from stages.crawl.warc_writer import WarcSink
 
 pytestmark = pytest.mark.spark
 

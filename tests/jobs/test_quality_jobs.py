@@ -12,8 +12,8 @@ from bench.data import article_pages
 from jobs import quality, train_quality
 from pipeline import io, runner
 from stages.extract import Extractor, decode_html
-from stages.quality import C4Config, RulesConfig
-from stages.quality_model import QualityConfig, QualityFilter, boilerplate_text, visible_blocks
+from stages.quality.rules import C4Config, RulesConfig
+from stages.quality.classifier import QualityConfig, QualityFilter, boilerplate_text, visible_blocks
 from stages.warc import WarcReader
 
 pytestmark = pytest.mark.spark
@@ -86,7 +86,7 @@ def test_quality_job_scores_and_filters(spark, tmp_path, shared_data, classifier
 
 def test_train_kenlm_and_perplexity_buckets(spark, tmp_path, shared_data, recipe):
     from jobs import perplexity, train_kenlm
-    from stages.perplexity import kenlm_bin
+    from stages.quality.perplexity import kenlm_bin
 
     if not (kenlm_bin() / "lmplz").exists():
         pytest.skip("lmplz not built: run `make kenlm`")
@@ -117,7 +117,7 @@ def test_train_kenlm_and_perplexity_buckets(spark, tmp_path, shared_data, recipe
 def test_train_lid_on_udhr(spark, tmp_path, shared_data, recipe):
     from jobs import train_lid
     from stages.language import LanguageConfig, LanguageId
-    from stages.quality_model import is_held_out
+    from stages.quality.classifier import is_held_out
 
     codes = {"en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita", "nl": "nld", "sv": "swe", "pl": "pol"}
     udhr = shared_data / "udhr-nltk" / "udhr2"

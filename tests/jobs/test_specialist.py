@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from jobs import specialist
 from training import train
-from training.checkpoint import load_model, save_model
-from training.flavors import FLAVORS
-from training.model import ModelConfig, Qwen
+from training.model.checkpoint import load_model, save_model
+from training.model.flavors import FLAVORS
+from training.model.qwen import ModelConfig, Qwen
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 RECIPE = str(Path(__file__).resolve().parents[2] / "training" / "recipes" / "code_qwen.toml")

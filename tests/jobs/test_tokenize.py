@@ -11,7 +11,7 @@ from bench.data import article_pages
 from common.errors import JobFailed
 from jobs import tokenize
 from pipeline import io
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 pytestmark = pytest.mark.spark
 
@@ -88,7 +88,7 @@ def test_arrow_and_spark_writers_give_the_same_shards(spark, docs_stage, tmp_pat
 def test_files_no_task_reported_are_removed(spark, docs_stage, tmp_path):
     """What a failed task attempt left in the temporary folder does not reach the output."""
     from pipeline import shard_files, shards
-    from stages.packing import TokenizeConfig
+    from stages.tokenize.packing import TokenizeConfig
 
     docs, _ = docs_stage
     config = TokenizeConfig(seq_len=256)
@@ -107,7 +107,7 @@ def test_spark_split_is_the_documented_hash_and_empty_documents_are_counted(spar
     """The split computed in Spark SQL equals `split_of_doc` (copies follow their original), and a
     document with no tokens is counted as `empty`, not lost."""
     from pipeline import shards
-    from stages.packing import TokenizeConfig, split_of_doc
+    from stages.tokenize.packing import TokenizeConfig, split_of_doc
 
     config = TokenizeConfig(valid_fraction=0.3, seed=7)
     rows = [(f"d{i}", f"doc {i}", "web", None if i % 4 else f"d{i // 2}") for i in range(400)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import Recipe
-from stages.recipe import ConfigError, parse_value
+from common.recipe import ConfigError, parse_value
 from stages.extract import ExtractConfig
 
 

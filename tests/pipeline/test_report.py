@@ -12,7 +12,7 @@ import re
 import polars as pl
 
 from pipeline.report import cluster_sizes, stage_dirs, write_report
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 DOC = {"id": pl.String, "source": pl.String, "text": pl.String, "lang": pl.String, "drop_reason": pl.String}
 
@@ -70,7 +70,7 @@ def test_report_sections_and_numbers(tmp_path):
           frame([{"id": "3", "text": texts[2], "lang": "fr", "drop_reason": "lang_not_kept"},
                  {"id": "4", "text": texts[3], "lang": None, "drop_reason": "lang_not_kept"}], lang_score=pl.Float64),
           split_stats("langid", 2, 2, {"lang_not_kept": 2}))
-    # stages/quality_model.py: a float32 score for every document, under min_quality_score rejected
+    # stages/quality/classifier.py: a float32 score for every document, under min_quality_score rejected
     score = {"quality_score": pl.Float32}
     stage(tmp_path, "quality", frame([{"id": "1", "quality_score": 0.75}, {"id": "2", "quality_score": 0.5}], **score),
           frame([{"id": "3", "quality_score": 0.25, "drop_reason": "low_quality_score"},

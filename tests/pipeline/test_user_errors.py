@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import UserError, cli_main
 from pipeline.config import Recipe
-from stages.recipe import ConfigError
+from common.recipe import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

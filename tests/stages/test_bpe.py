@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import regex
 
-from stages.bpe import TrainTokenizerConfig, bytes_per_token, new_tokenizer, train_bpe
-from stages.tokenizer import ENDOFTEXT, PATTERN
+from stages.tokenize.bpe import TrainTokenizerConfig, bytes_per_token, new_tokenizer, train_bpe
+from stages.tokenize.tokenizer import ENDOFTEXT, PATTERN
 
 
 def test_pre_tokenization_matches_qwens_regex():

@@ -9,7 +9,7 @@ import pytest
 
 from stages.chatml import (EncodeChat, EncodePreference, MixConfig, ParseInstructions, detect_format, encode_chat,
                            encode_preference, hh_turns, render, with_system)
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.tokenizer import QwenTokenizer
 
 SYSTEM = "You are a helpful assistant."
 

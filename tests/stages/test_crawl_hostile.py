@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.crawl import CrawlConfig
-from stages.fetch import Fetcher
-from stages.frontier import address_check, host_of, normalize, unsafe_address
+from stages.crawl.task import CrawlConfig
+from stages.crawl.fetch import Fetcher
+from stages.crawl.frontier import address_check, host_of, normalize, unsafe_address
 from tests.stages.test_fetch import Site, page, redirect
 
 PUBLIC_V4 = "93.184.215.14"  # example.com's former address: globally routable, never contacted here

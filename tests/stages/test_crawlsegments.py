@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from stages import crawl
-from stages.crawl import CrawlConfig, crawl_group
-from stages.crawlsegments import robots_cache
+from stages.crawl import task as crawl
+from stages.crawl.task import CrawlConfig, crawl_group
+from stages.crawl.segments import robots_cache
 from tests.stages.test_fetch import Site, page
 
 PAGES = [f"/p{i:02d}" for i in range(12)]

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.fast_bpe import LETTER, NUMBER, PROBES, SPACE, fast_encoder, unicode_classes
-from stages.packing import DocEncoder, TokenizeConfig
-from stages.tokenizer import QwenTokenizer
+from stages.tokenize.fast_bpe import LETTER, NUMBER, PROBES, SPACE, fast_encoder, unicode_classes
+from stages.tokenize.packing import DocEncoder, TokenizeConfig
+from stages.tokenize.tokenizer import QwenTokenizer
 
 CONTEXTS = [*PROBES, "{c}1{c}", "\t{c}\n\n", "{c}!", "'{c}{c}"]
 
@@ -28,7 +28,7 @@ def tok():
 @pytest.fixture(scope="module")
 def fast(tok):
     encoder = fast_encoder(tok.path)
-    assert encoder.native is not None, "stages._qwen_bpe is not built: run `make setup`"
+    assert encoder.native is not None, "stages.tokenize._qwen_bpe is not built: run `make setup`"
     return encoder
 
 

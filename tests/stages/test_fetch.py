@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stages.crawl import CrawlConfig, HostGate
-from stages.fetch import Fetcher, decode, retry_after
-from stages.frontier import unsafe_address
-from stages.robots import Robots, robots_url
+from stages.crawl.task import CrawlConfig, HostGate
+from stages.crawl.fetch import Fetcher, decode, retry_after
+from stages.crawl.frontier import unsafe_address
+from stages.crawl.robots import Robots, robots_url
 
 
 def page(body: bytes | str = b"<html><body>ok</body></html>", status: int = 200, ctype: str = "text/html; charset=utf-8",

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from stages.crawl import CrawlConfig
-from stages.frontier import Scope, address_check, extract_links, host_of, normalize, trap_reason
+from stages.crawl.task import CrawlConfig
+from stages.crawl.frontier import Scope, address_check, extract_links, host_of, normalize, trap_reason
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -1,10 +1,10 @@
-"""stages/fs.py: opening by URI, and finding a model file shipped to a node (`shipped`)."""
+"""common/fs.py: opening by URI, and finding a model file shipped to a node (`shipped`)."""
 
 from __future__ import annotations
 
 import shutil
 
-from stages.fs import local_path, shipped
+from common.fs import local_path, shipped
 from stages.language import LanguageConfig, LanguageId, model_path
 
 

@@ -9,8 +9,8 @@ import pytest
 
 import pyarrow as pa
 
-from stages.packing import DocEncoder, TokenizeConfig, pack_batches, split_of_doc
-from stages.tokenizer import ENDOFTEXT_ID, IM_END_ID, IM_START_ID, QwenTokenizer
+from stages.tokenize.packing import DocEncoder, TokenizeConfig, pack_batches, split_of_doc
+from stages.tokenize.tokenizer import ENDOFTEXT_ID, IM_END_ID, IM_START_ID, QwenTokenizer
 
 
 @pytest.fixture(scope="module")

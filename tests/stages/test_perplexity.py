@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from bench.data import article_pages
-from stages.perplexity import (Perplexity, PerplexityConfig, TrainKenlmConfig, bucket, kenlm_bin, model_lines,
+from stages.quality.perplexity import (Perplexity, PerplexityConfig, TrainKenlmConfig, bucket, kenlm_bin, model_lines,
                                normalise, perplexity_of, train_lm)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench.data import article_pages
 from stages.extract import Extractor
-from stages.quality import (C4Config, C4Quality, FineWebQuality, GopherQuality, GopherQualityConfig,
+from stages.quality.rules import (C4Config, C4Quality, FineWebQuality, GopherQuality, GopherQualityConfig,
                             GopherRepetition, QualityRules, RulesConfig, TextView, repeated_ngram_chars,
                             sentence_count, top_ngram_chars, words)
 from stages.warc import WarcReader
@@ -137,7 +137,7 @@ def test_combined_rules_add_signals_and_first_reason():
 
 
 def test_roc_auc_equals_pairwise_definition():
-    from stages.quality_model import roc_auc
+    from stages.quality.classifier import roc_auc
 
     scores = [0.9, 0.8, 0.8, 0.7, 0.4, 0.4, 0.3, 0.2, 0.8, 0.1]
     labels = [1, 1, 0, 1, 0, 1, 0, 0, 1, 0]
@@ -149,7 +149,7 @@ def test_roc_auc_equals_pairwise_definition():
 
 
 def test_boilerplate_is_the_page_minus_its_article():
-    from stages.quality_model import boilerplate_text, fasttext_line, is_held_out, visible_blocks
+    from stages.quality.classifier import boilerplate_text, fasttext_line, is_held_out, visible_blocks
 
     html = ("<html><head><title>T</title><script>var a;</script></head><body><nav><a>Home</a> <a>Sport</a></nav>"
             "<article><p>The council met on <b>Monday</b> to vote.</p></article><footer>Cookie policy</footer></body></html>")

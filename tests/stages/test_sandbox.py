@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from stages import sandbox
-from stages.sandbox import run_code
+from common import sandbox
+from common.sandbox import run_code
 
 
 @pytest.fixture(params=["kernel", "audit"])

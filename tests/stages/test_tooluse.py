@@ -8,7 +8,7 @@ import json
 import pytest
 
 from stages.chatml import encode_chat, render
-from stages.tokenizer import IM_END, QwenTokenizer
+from stages.tokenize.tokenizer import IM_END, QwenTokenizer
 from stages.tooluse import (FINAL_THOUGHT, Step, Tool, from_openai, parse_step, react_instruction, react_messages,
                             step_text)
 

@@ -13,7 +13,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import DecompressingBufferedReader
 
 from stages.warc import BoundedReader, IngestConfig, WarcReader, clean_uri, parse_content_type
-from stages.warcwrite import WarcSink
+from stages.crawl.warc_writer import WarcSink
 
 FOLDERS = ("cc-whirlwind", "resiliparse-test-warcs", "dolma-samples", "warcio-test-warcs")
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.warc import IngestConfig, WarcReader
-from stages.warcwrite import WarcSink
+from stages.crawl.warc_writer import WarcSink
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB, MiB = 1 << 30, 1 << 20

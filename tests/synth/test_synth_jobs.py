@@ -19,10 +19,10 @@ import torch
 
 from stages.chatml import render
 from stages.synthesis import MATH_ASK, SynthConfig
-from stages.tokenizer import IM_END_ID, QwenTokenizer
-from training.checkpoint import save_model
-from training.flavors import FLAVORS
-from training.model import Qwen
+from stages.tokenize.tokenizer import IM_END_ID, QwenTokenizer
+from training.model.checkpoint import save_model
+from training.model.flavors import FLAVORS
+from training.model.qwen import Qwen
 
 SYSTEM = SynthConfig().system_prompt
 
@@ -72,7 +72,7 @@ def math_ckpt(tmp_path_factory, tok):
 @pytest.fixture(scope="module")
 def code_hf_dir(tmp_path_factory, tok):
     """The code model as a Hugging Face directory (the other checkpoint format the jobs take)."""
-    from training.hf import save_pretrained
+    from training.model.hf import save_pretrained
 
     path = tmp_path_factory.mktemp("ckpt") / "code-hf"
     save_pretrained(bigram_model(tok, CODE_TEXTS), path)
@@ -156,7 +156,7 @@ def test_rejection_job(spark, tmp_path, math_ckpt, tok):
 
 def trains_on(out, ckpt, tmp_path, preference: bool = True):
     """The SFT (and DPO) trainers read the synthesised shards as they are (one step each)."""
-    from training import dpo, sft
+    from training.align import dpo, sft
 
     common = ["--init", str(ckpt), "--set", "train.steps=1", "--set", "train.device=\"cpu\""]
     done = sft.main(["--data", str(out / "sft"), "--out", str(tmp_path / "sft"), *common])

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from training.checkpoint import save_model
-from training.model import ModelConfig, Qwen
+from training.model.checkpoint import save_model
+from training.model.qwen import ModelConfig, Qwen
 
 VOCAB = 64
 USER, ASSISTANT, END = 1, 2, 3           # stand-ins for the ChatML headers and <|im_end|>

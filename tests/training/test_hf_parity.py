@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from qwen_testlib import hf_dense_config, hf_moe_config, perturb_, random_hf_model
-from training.checkpoint import load_model, save_model
-from training.hf import from_pretrained, main as hf_main, save_pretrained
-from training.model import ModelConfig, Qwen
+from training.model.checkpoint import load_model, save_model
+from training.model.hf import from_pretrained, main as hf_main, save_pretrained
+from training.model.qwen import ModelConfig, Qwen
 
 pytest.importorskip("transformers")
 TOL = 1e-4

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from training.evaluate import long_context as lc
-from training.flavors import FLAVORS
-from training.model import Qwen
+from training.model.flavors import FLAVORS
+from training.model.qwen import Qwen
 
 
 class WordTokenizer:

@@ -1,4 +1,4 @@
-"""Alignment losses against hand-computed values, and the shared log-prob / batch helpers of training/align.py."""
+"""Alignment losses against hand-computed values, and the shared log-prob / batch helpers of training/align/common.py."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from training.align import collate_pairs, concat_right_pad, hidden_states, sequence_logprob, token_logprobs
+from training.align.common import collate_pairs, concat_right_pad, hidden_states, sequence_logprob, token_logprobs
 from training.losses import IGNORE, bradley_terry_loss, dpo_loss, sft_loss
-from training.model import ModelConfig, Qwen
+from training.model.qwen import ModelConfig, Qwen
 
 VOCAB = 50
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.moe import SparseMoE, load_balancing_loss
+from training.model.moe import SparseMoE, load_balancing_loss
 
 
 def _moe(norm: bool) -> SparseMoE:

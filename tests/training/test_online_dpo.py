@@ -6,10 +6,10 @@ import json
 import torch
 
 from tests.training.align_testlib import END, rule_pairs, save_tiny_model, tiny_config, write_preference_shards
-from training import online_dpo
-from training.align import RECIPES, LoopConfig, load_policy, load_reference
-from training.model import Qwen
-from training.reward import RewardModel, save_reward_model, score
+from training.align import online_dpo
+from training.align.common import RECIPES, LoopConfig, load_policy, load_reference
+from training.model.qwen import Qwen
+from training.align.reward import RewardModel, save_reward_model, score
 
 SMALL = ["online.pad_id=0", f"online.stop_tokens=[{END}]", "online.max_new_tokens=6"]
 
@@ -35,7 +35,7 @@ def setup(tmp_path):
 
 def test_round_pairs_are_best_and_worst_by_reward(tmp_path):
     init, rm_path, _ = setup(tmp_path)
-    from training.reward import load_reward_model
+    from training.align.reward import load_reward_model
     policy, rm = load_policy(init), load_reward_model(rm_path)
     cfg = online_dpo.OnlineConfig(prompts_per_round=4, samples_per_prompt=4, max_new_tokens=6, pad_id=0,
                                   stop_tokens=(END,))

@@ -1,4 +1,4 @@
-"""PPO (training/ppo.py, training/ppo_rollout.py): every piece of the math against values worked out by hand
+"""PPO (training/align/ppo.py, training/align/ppo_rollout.py): every piece of the math against values worked out by hand
 in this file (GAE, clipped policy and value losses with their gradients, whitening, the KL-penalised
 reward layout, the adaptive KL controller), the rollout layout against unpadded forwards, and learning:
 PPO against a rule-based reward on a tiny model raises the mean reward while the KL stays bounded."""
@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from training.align import load_recipe
-from training.checkpoint import load_model, save_model
-from training.flavors import FLAVORS
-from training.model import ModelConfig, Qwen
-from training.ppo import (SECTIONS, KLController, PPOTrainer, gae, kl_penalised_rewards, load_scorer, main,
+from training.align.common import load_recipe
+from training.model.checkpoint import load_model, save_model
+from training.model.flavors import FLAVORS
+from training.model.qwen import ModelConfig, Qwen
+from training.align.ppo import (SECTIONS, KLController, PPOTrainer, gae, kl_penalised_rewards, load_scorer, main,
                           policy_loss, train, value_loss, whiten)
-from training.ppo_rollout import (Critic, PromptStream, layout, load_prompts, logprobs_entropy, per_sample,
+from training.align.ppo_rollout import (Critic, PromptStream, layout, load_prompts, logprobs_entropy, per_sample,
                                   response_logits)
-from training.reward import RewardModel, save_reward_model
+from training.align.reward import RewardModel, save_reward_model
 
 VOCAB, TARGET, STOP, PAD = 16, 3, 1, 0
 

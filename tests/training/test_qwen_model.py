@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qwen_testlib import perturb_
-from training.model import KVCache, ModelConfig, Qwen
+from training.model.qwen import KVCache, ModelConfig, Qwen
 
 BASE = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
 MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=24)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.training.align_testlib import rule_pairs, save_tiny_model, write_preference_shards
-from training import reward
-from training.align import RECIPES
+from training.align import reward
+from training.align.common import RECIPES
 
 
 def run_rm(tmp_path, init, data, *sets):
@@ -52,7 +52,7 @@ def test_reward_reads_the_last_real_token_only(tmp_path):
 @pytest.mark.slow
 def test_reward_model_on_hh_rlhf_end_to_end(tmp_path, shared_data):
     from stages.chatml import encode_preference, read_preference, with_system
-    from stages.tokenizer import QwenTokenizer
+    from stages.tokenize.tokenizer import QwenTokenizer
 
     tok, pairs = QwenTokenizer(), []
     with gzip.open(shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as f:

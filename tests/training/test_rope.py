@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from training import rope
-from training.model import ModelConfig, Qwen
+from training.model import rope
+from training.model.qwen import ModelConfig, Qwen
 from qwen_testlib import perturb_
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tests.training.align_testlib import conversation, save_tiny_model, tiny_config, write_sft_shards
-from training import sft
-from training.align import RECIPES
-from training.checkpoint import load_model
+from training.align import sft
+from training.align.common import RECIPES
+from training.model.checkpoint import load_model
 from training.losses import sft_loss
-from training.model import Qwen
+from training.model.qwen import Qwen
 
 
 def packed_row(seed: int = 0, n: int = 2) -> dict:

@@ -56,7 +56,7 @@ def test_the_command_prints_one_line(tmp_path):
 
 
 def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
-    from training.checkpoint import CheckpointError, load_model
+    from training.model.checkpoint import CheckpointError, load_model
 
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'nowhere'} is not a model checkpoint: model_config.json is missing"):
         load_model(tmp_path / "nowhere")
@@ -68,7 +68,7 @@ def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
 
 
 def test_alignment_commands_name_a_missing_checkpoint_or_data(tmp_path):
-    for module, flag in (("training.sft", "--init"), ("training.dpo", "--init")):
+    for module, flag in (("training.align.sft", "--init"), ("training.align.dpo", "--init")):
         proc = subprocess.run([sys.executable, "-m", module, flag, str(tmp_path / "none"), "--out", str(tmp_path / "o")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -88,7 +88,7 @@ def test_sft_and_preference_shards_name_the_folder_or_file(tmp_path):
 
 
 def test_training_values_are_validated():
-    from stages.recipe import ConfigError
+    from common.recipe import ConfigError
     from training.train import Recipe
 
     for override, message in (("train.steps=0", "train.steps must be > 0, got 0"),

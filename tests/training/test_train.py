@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from train_testlib import recipe_args, write_shards
-from training import checkpoint as ckpt
+from training.model import checkpoint as ckpt
 from training.data import IGNORE, ShardData, StepLoader, encode_rows
 from training.metrics import read_metrics
 from training.optim import OptimConfig, lr_factor, param_groups
@@ -94,8 +94,8 @@ def test_schedules_match_formulas():
 
 
 def test_no_weight_decay_on_norms_biases_and_embeddings():
-    from training.flavors import FLAVORS
-    from training.model import Qwen
+    from training.model.flavors import FLAVORS
+    from training.model.qwen import Qwen
 
     model = Qwen(FLAVORS["debug"].__class__(**{**FLAVORS["debug"].to_dict(), "vocab_size": 64}))
     decay, no_decay = param_groups(model, OptimConfig())
@@ -167,7 +167,7 @@ def test_grad_accumulation_equals_large_batch_and_per_document_reference(shards,
     a, b = final_weights(tmp_path / "accum"), final_weights(tmp_path / "big")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     # the logged loss is the loss of the initial weights (same seed) on the first 8 rows in file order
-    from training.model import Qwen
+    from training.model.qwen import Qwen
     from training.train import Recipe, parse_args
     args = parse_args(recipe_args(shards, tmp_path / "big"))
     recipe = Recipe.load(args.recipe, args.set)
@@ -214,7 +214,7 @@ def test_checkpoints_keep_last_and_metrics_and_hf_export(shards, tmp_path):
 
 
 def test_single_document_rows_take_the_causal_path_with_equal_logits():
-    from training.model import ModelConfig, Qwen
+    from training.model.qwen import ModelConfig, Qwen
 
     single = encode_rows([([3, 4, 5, 6, 7], [0]), ([8, 9, 10], [0])], row_width=5)
     packed = encode_rows([([3, 4, 5, 6, 7], [0, 2])], row_width=5)
@@ -231,7 +231,7 @@ def test_single_document_rows_take_the_causal_path_with_equal_logits():
 
 @pytest.mark.parametrize("name", ["demo", "qwen2-0.5b"])
 def test_shipped_recipes_load(name):
-    from training.flavors import FLAVORS
+    from training.model.flavors import FLAVORS
     from training.train import RECIPES, Recipe
 
     recipe = Recipe.load(RECIPES / f"{name}.toml")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from train_testlib import recipe_args, write_shards
-from training import checkpoint as ckpt
+from training.model import checkpoint as ckpt
 from training.metrics import read_metrics
 from training.train import main
 

@@ -14,7 +14,7 @@ SCHEMA = pa.schema([("split", pa.string()), ("source", pa.string()), ("input_ids
 
 
 def pack(docs: list[list[int]], width: int) -> list[tuple[list[int], list[int]]]:
-    """Greedy packing (independent of stages/packing.py): rows of `width` tokens and their doc starts."""
+    """Greedy packing (independent of stages/tokenize/packing.py): rows of `width` tokens and their doc starts."""
     rows, ids, starts = [], [], []
     for doc in docs:
         pos = 0

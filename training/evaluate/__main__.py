@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.recipe import ConfigError, load_sections
+from common.recipe import ConfigError, load_sections
 from training.evaluate import report
 from training.evaluate.gsm8k import GSM8KConfig
 from training.evaluate.humaneval import HumanEvalConfig
@@ -76,7 +76,7 @@ def run_task(task: str, model, tokenizer, recipe: dict, out: Path) -> dict:
 def load(checkpoint: str, cfg: EvalConfig):
     import torch
 
-    from training.checkpoint import load_model
+    from training.model.checkpoint import load_model
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     return load_model(checkpoint, dtype=getattr(torch, cfg.dtype)).to(device).eval()
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     sets += [f"eval.limit={args.limit}"] if args.limit is not None else []
     sets += [f'ppl.shards="{args.shards}"'] if args.shards else []
     recipe = load_recipe(args.recipe, sets)
-    from stages.tokenizer import QwenTokenizer
+    from stages.tokenize.tokenizer import QwenTokenizer
 
     model = load(args.checkpoint, recipe["eval"])
     meta = {"checkpoint": args.checkpoint, "tasks": ",".join(recipe["eval"].tasks), "limit": recipe["eval"].limit,

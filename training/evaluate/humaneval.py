@@ -6,7 +6,7 @@ Data: ``<shared>/humaneval/HumanEval.jsonl.gz`` (164 problems: ``prompt``, ``can
 ``test``, ``entry_point``). The model continues the function signature + docstring greedily; the
 completion is cut at the first line that starts a new top-level statement (the stop sequences of
 the HumanEval paper). Each program ``prompt + completion + test + check(entry_point)`` runs in
-``stages.sandbox.run_code``: a separate process, a timeout, no network, a scratch directory. A problem
+``common.sandbox.run_code``: a separate process, a timeout, no network, a scratch directory. A problem
 passes only when the program ran to its end (the sandbox's per-run sentinel came back after the check
 call returned) and exited 0 in time: a completion that exits early with status 0 (``os._exit(0)``,
 ``sys.exit(0)``, ``exit()``, an atexit or signal handler) fails, so pass@1 is not inflated. Programs run
@@ -48,7 +48,7 @@ def cut(completion: str) -> str:
 
 
 def run_one(problem: dict, completion: str, timeout: float) -> dict:
-    from stages.sandbox import run_code
+    from common.sandbox import run_code
 
     result = run_code(program(problem, completion), timeout=timeout)
     return {"task_id": problem["task_id"], "passed": result.passed, "timed_out": bool(result.timed_out),

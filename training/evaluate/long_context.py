@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import build_model, state_for_saving
-from training.model import ModelConfig
+from training.model.checkpoint import build_model, state_for_saving
+from training.model.qwen import ModelConfig
 
 INTRO = "There is a pass key hidden in the long text below. Find it and remember it.\n\n"
 FILLER = "Rain fell on the quiet town. The baker opened the shop early. A dog slept by the warm stove. "

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from training.generate import SamplingConfig, generate, left_pad
-from training.model import Qwen
+from training.model.qwen import Qwen
 
 PAD_ID = 0   # any id in the vocabulary works: padded positions are masked out
 

@@ -1,9 +1,9 @@
 """Direct Preference Optimization (Rafailov et al. 2023), Qwen2's offline preference stage (Yang et al.
 2024, sec. 4.3): the policy learns from preference pairs against a frozen reference, no reward model.
 
-    python -m training.dpo --recipe training/recipes/dpo.toml --init runs/demo/sft/final \\
+    python -m training.align.dpo --recipe training/recipes/dpo.toml --init runs/demo/sft/final \\
         --data runs/demo/mix/preference --out runs/demo/dpo
-    python -m training.dpo --set dpo.precompute_reference=false ...     # reference log-probs on the fly
+    python -m training.align.dpo --set dpo.precompute_reference=false ...     # reference log-probs on the fly
 
 Reference log-probabilities come from the starting checkpoint (or dpo.reference). With
 `precompute_reference = true` they are computed once for every train and valid pair before training
@@ -13,7 +13,7 @@ change, as in online DPO). Both give identical losses.
 
 Metrics (training/losses.py dpo_loss): loss, reward_chosen / reward_rejected (beta * (log pi - log
 pi_ref) of each reply), margin (their difference) and accuracy (share of pairs with a positive
-margin), on training steps and on the validation split (val_*). Output as in training/align.py.
+margin), on training steps and on the validation split (val_*). Output as in training/align/common.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, load_pairs,
+from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, load_pairs,
                             load_policy, load_reference, sequence_logprob)
 from training.losses import dpo_loss
 from training.optim import OptimConfig

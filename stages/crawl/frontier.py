@@ -16,7 +16,7 @@ drops userinfo (no credentials are sent, and `user@host` must not be a second po
 refuses hosts that cannot be looked up (invalid IDNA labels, over 253 characters, control
 characters, percent signs, zone ids) and ports outside 1-65535.
 
-Address safety (`address_check`, asked by stages/fetch.py before every request and redirect hop):
+Address safety (`address_check`, asked by stages/crawl/fetch.py before every request and redirect hop):
 an address is public only if `ipaddress` calls it global and it is in none of these ranges, whatever
 the Python version says about them: shared 100.64.0.0/10 (carrier NAT, cloud metadata such as
 100.100.100.200), private, loopback, link-local, unspecified, multicast, reserved, documentation,
@@ -241,7 +241,7 @@ def _carried_ipv4(addr) -> tuple[str, ipaddress.IPv4Address] | None:
 def address_check(url: str, allow_private: bool, resolver=None) -> tuple[tuple[str, ...], str | None]:
     """(addresses, reason): where `url` may be fetched from, or why it is refused (reason None: allowed).
 
-    The caller must connect only to the returned addresses (stages/fetch.py pins them), never look the
+    The caller must connect only to the returned addresses (stages/crawl/fetch.py pins them), never look the
     name up again. Unless `allow_private`, every address must be public (see the module docstring);
     a refusal returns the offending address. Reasons: `bad_url`, `scheme`, `dns`, `bad_address`
     (the resolver answered something that is not an address) and `private_address:<why>`.

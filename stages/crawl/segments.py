@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.crawlwarc import CrawlWarcSink
+from stages.crawl.warc_exchange import CrawlWarcSink
 
 LOG_SCHEMA = pa.schema([
     ("url", pa.string()), ("final_url", pa.string()), ("host", pa.string()), ("depth", pa.int32()),

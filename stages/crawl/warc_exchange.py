@@ -1,9 +1,9 @@
 """WARC records for a crawl: a response and its request, linked, with the server's IP and digests.
 
     with CrawlWarcSink("out/warc/r0000-b00001.warc.gz") as sink:
-        sink.exchange(result)          # a stages.fetch.FetchResult
+        sink.exchange(result)          # a stages.crawl.fetch.FetchResult
 
-Extends `stages.warcwrite.WarcSink` (same temporary-name-then-rename commit) with what a crawl
+Extends `stages.crawl.warc_writer.WarcSink` (same temporary-name-then-rename commit) with what a crawl
 records (WARC/1.1 spec, sections 6.3-6.4): the `request` record is `WARC-Concurrent-To` its
 `response`, both carry `WARC-IP-Address`, and warcio adds `WARC-Block-Digest` and
 `WARC-Payload-Digest` (sha1). The body is stored as the server sent it (still content-encoded);
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from warcio.statusandheaders import StatusAndHeaders
 
-from stages.warcwrite import WarcSink
+from stages.crawl.warc_writer import WarcSink
 
 HOP_BY_HOP = {"transfer-encoding"}
 

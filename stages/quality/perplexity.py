@@ -7,7 +7,7 @@
 cc_net (Wenzek et al. 2020, "CCNet: Extracting High Quality Monolingual Datasets from Web Crawl Data")
 normalises every line before training and scoring: lower case, accents removed, every digit -> 0,
 Unicode punctuation -> its ASCII twin, non-printing characters removed. cc_net then splits words with a
-SentencePiece model; here words come from `stages.quality.words` (punctuation split off; one word per
+SentencePiece model; here words come from `stages.quality.rules.words` (punctuation split off; one word per
 CJK character for zh / ja), so `jobs/train_kenlm.py` and this scorer see the same tokens. A document's
 perplexity is 10 ** (-sum of line log10 probabilities / (words + one end-of-sentence per line)), as in
 cc_net. Buckets: perplexity <= the first cutoff is `head`, <= the second `middle`, else `tail`; cc_net
@@ -29,8 +29,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
-from stages.fs import shipped
-from stages.quality import words
+from common.fs import shipped
+from stages.quality.rules import words
 
 # Unicode punctuation -> ASCII (cc_net's `punct=1` normalisation), written out for the common marks.
 PUNCT = str.maketrans({
@@ -66,7 +66,7 @@ class TrainKenlmConfig:
 
 
 def kenlm_bin(path: str = "") -> Path:
-    return Path(path or os.environ.get("KENLM_BIN") or Path(__file__).resolve().parents[1] / ".cache/kenlm/bin")
+    return Path(path or os.environ.get("KENLM_BIN") or Path(__file__).resolve().parents[2] / ".cache/kenlm/bin")
 
 
 def train_lm(lines: Iterable[str], output: Path, config: TrainKenlmConfig, workdir: Path) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from training.rope import apply_rope, rope_cos_sin
+from training.model.rope import apply_rope, rope_cos_sin
 
 
 def dca_query_positions(q_pos: torch.Tensor, chunk_size: int, local_size: int):

@@ -1,6 +1,6 @@
 """Run untrusted Python in a separate process: wall timeout, no network, writes only in a scratch directory.
 
-    from stages.sandbox import run_code
+    from common.sandbox import run_code
     res = run_code("print(sum(range(10)))", timeout=5)
     res.ok, res.stdout          # (True, '45\\n')
     res.passed                  # True: ran to its last line, exit 0, in time -- the verdict for tests

@@ -6,7 +6,7 @@ expert, so every expert runs one matmul over a contiguous slice (no per-expert m
 tokens). A shared expert, gated per token by a sigmoid, is added to the routed output.
 
 Weights are stacked per layer, as transformers >= 5 holds them in memory:
-``experts.gate_up_proj`` [E, 2I, H] and ``experts.down_proj`` [E, H, I]; ``training/hf.py`` splits them
+``experts.gate_up_proj`` [E, 2I, H] and ``experts.down_proj`` [E, H, I]; ``training/model/hf.py`` splits them
 into the per-expert names of Hugging Face checkpoints. Tested in ``tests/training/test_moe.py``.
 """
 from __future__ import annotations

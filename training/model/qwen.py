@@ -1,7 +1,7 @@
 """The Qwen model family in one file: Qwen v1 and Qwen2, dense and MoE, with long-context methods.
 
-    from training.model import ModelConfig, Qwen
-    from training.flavors import FLAVORS
+    from training.model.qwen import ModelConfig, Qwen
+    from training.model.flavors import FLAVORS
     model = Qwen(FLAVORS["debug"])
     out = model(input_ids)              # out.logits [B, T, V]; out.aux_loss for MoE
 
@@ -13,7 +13,7 @@ Long context (all off by default): YaRN (``rope_type="yarn"``), Qwen v1's dynami
 scaling, per-layer window attention (``window_sizes``) and Dual Chunk Attention (``dca_chunk_size``).
 Packed rows: pass ``doc_ids`` [B, T] and attention never crosses documents (positions restart).
 Parameter names follow the Hugging Face Qwen2 layout (``model.layers.0.self_attn.q_proj.weight``),
-so ``training/hf.py`` is a literal key map.
+so ``training/model/hf.py`` is a literal key map.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from training import rope
-from training.dca import dca_attention
-from training.moe import MLP, SparseMoE, load_balancing_loss
+from training.model import rope
+from training.model.dca import dca_attention
+from training.model.moe import MLP, SparseMoE, load_balancing_loss
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from stages.base import EXITS
 from stages.chatml import hash_key, split_of
-from stages.fast_bpe import fast_encoder, without_surrogates
-from stages.recipe import require, require_fraction, require_positive
-from stages.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
+from stages.tokenize.fast_bpe import fast_encoder, without_surrogates
+from common.recipe import require, require_fraction, require_positive
+from stages.tokenize.tokenizer import ENDOFTEXT_ID, IM_END, IM_START, QwenTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TokenizeConfig:
     file_rows: int = 8192  # rows per shard file at most
     chatml_sources: tuple[str, ...] = ("instruct",)  # sources whose ChatML markers are special tokens
     writer: str = "arrow"  # "arrow": tasks write shards with pyarrow; "spark": Spark's Parquet writer (any FS)
-    encoder: str = "fast"  # "fast": stages/fast_bpe.py (same ids, ~2x faster); "tiktoken": tiktoken itself
+    encoder: str = "fast"  # "fast": stages/tokenize/fast_bpe.py (same ids, ~2x faster); "tiktoken": tiktoken itself
 
     def __post_init__(self):
         require_positive(self, "seq_len", "row_group_rows", "file_rows")
@@ -75,7 +75,7 @@ class DocEncoder:
         self.encode_errors = 0
 
     def encode(self, text: str, source: str | None) -> np.ndarray:
-        """Token ids as int32: web text with `tokenize.encoder` (stages/fast_bpe.py), ChatML documents
+        """Token ids as int32: web text with `tokenize.encoder` (stages/tokenize/fast_bpe.py), ChatML documents
         with tiktoken and their markers special (`encode_to_numpy`: ids < 2**31, so the view is exact;
         lone surrogates become U+FFFD first, as in tiktoken's `encode`, which that method skips)."""
         if source in self.config.chatml_sources:

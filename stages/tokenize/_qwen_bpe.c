@@ -1,4 +1,4 @@
-/* A fast exact encoder for the Qwen BPE (stages/fast_bpe.py wraps it; tests compare it with tiktoken).
+/* A fast exact encoder for the Qwen BPE (stages/tokenize/fast_bpe.py wraps it; tests compare it with tiktoken).
  *
  *     enc = _qwen_bpe.Encoder(tokens, classes)   # tokens[rank] = bytes; classes[cp] = 1 letter, 2 number, 4 space
  *     enc.encode("text") -> bytes of little-endian int32 ids (np.frombuffer(..., np.int32))
@@ -336,7 +336,7 @@ static PyMethodDef Encoder_methods[] = {
 
 static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "stages._qwen_bpe.Encoder",
+    .tp_name = "stages.tokenize._qwen_bpe.Encoder",
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Encoder(tokens: list[bytes], classes: bytes): Qwen pre-tokenizer + byte-pair merging",

@@ -5,11 +5,11 @@ lists ``intermediate_size`` as twice the SwiGLU width (w1 and w2 together), we s
 width (22016 // 2 = 11008). Parameter totals are checked in tests/training/test_flavors.py.
 ``debug`` and ``debug-moe`` are tiny models with the real vocabulary, for tests and demos.
 
-    python -c "from training.flavors import FLAVORS; print(sorted(FLAVORS))"
+    python -c "from training.model.flavors import FLAVORS; print(sorted(FLAVORS))"
 """
 from __future__ import annotations
 
-from training.model import ModelConfig
+from training.model.qwen import ModelConfig
 
 _V1 = dict(arch="qwen", rope_theta=10_000.0, use_dynamic_ntk=True, use_logn_attn=True, rms_norm_eps=1e-6)
 _MOE = dict(num_experts_per_tok=4, norm_topk_prob=False, max_position_embeddings=8192)

@@ -14,9 +14,9 @@ logits of all response tokens are the last R + 1 positions (`logits_to_keep`), w
 response and causal attention hides it.
 
 The critic (`Critic`) is a Qwen backbone and a scalar head on its final hidden states
-(training.align.hidden_states): one value per position, V(s_t) = the value of the prefix ending at token t.
+(training.align.common.hidden_states): one value per position, V(s_t) = the value of the prefix ending at token t.
 
-Used by training/ppo.py (`python -m training.ppo`); tested in tests/training/test_ppo.py.
+Used by training/align/ppo.py (`python -m training.align.ppo`); tested in tests/training/test_ppo.py.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.align import hidden_states, read_preferences
+from training.align.common import hidden_states, read_preferences
 from training.generate import SamplingConfig, generate
-from training.model import Qwen
+from training.model.qwen import Qwen
 
 # Scores a batch: (prompts, responses) token lists -> one scalar reward per row
 Scorer = Callable[[Sequence[Sequence[int]], Sequence[Sequence[int]]], Sequence[float]]

@@ -1,9 +1,9 @@
 """PPO for RLHF (Qwen 2023 sec. 3.2; Ouyang et al. 2022): a policy, its frozen reference, a reward model
 and a critic; rollouts with the KV-cache generator, a per-token KL penalty, GAE and clipped losses.
 
-    python -m training.ppo --recipe training/recipes/ppo.toml --init runs/demo/sft/final \
+    python -m training.align.ppo --recipe training/recipes/ppo.toml --init runs/demo/sft/final \
         --reward runs/demo/rm/final --prompts runs/demo/mix/preference --out runs/demo/ppo
-    python -m training.ppo ... --set ppo.kl_coef=0.1 --set ppo.adaptive_kl=true
+    python -m training.align.ppo ... --set ppo.kl_coef=0.1 --set ppo.adaptive_kl=true
 
 One iteration: sample one response per prompt for `train.batch_size` prompts (training.generate, at
 `ppo.temperature`); score each with the reward model; per response token t the reward is
@@ -14,13 +14,13 @@ batch in minibatches of `minibatch_size` rows with the clipped policy loss and t
 (Schulman et al. 2017, eq. 7; the value clip as in OpenAI baselines' ppo2, used by Ziegler et al.). The adaptive KL controller (Ziegler et al. 2019, sec. 2.2) moves
 kl_coef toward `kl_target` nats per response. Losses are means over the response tokens of a minibatch.
 
-Recipe (training/recipes/ppo.toml; stages/recipe.py rules): [data] (prompts), [ppo] (PPOConfig), [optim]
+Recipe (training/recipes/ppo.toml; common/recipe.py rules): [data] (prompts), [ppo] (PPOConfig), [optim]
 (training/optim.py; the policy's AdamW, the critic's uses ppo.value_lr) and [train] (align's LoopConfig,
-see SECTIONS). Output folder (as every alignment stage, training/align.py): metrics.jsonl (per iteration:
+see SECTIONS). Output folder (as every alignment stage, training/align/common.py): metrics.jsonl (per iteration:
 step, loss, lr, reward, kl, kl_coef, clip_frac, value_loss, value_clip_frac, policy_loss, entropy,
 approx_kl, response_len, tokens_per_s; held-out lines: val_reward, val_kl, val_response_len),
 summary.json, final/ (the policy, our model format, for training.chat), loss.png, recipe.json.
-The rollout side (batch layout, critic, log-probabilities, prompts) is training/ppo_rollout.py.
+The rollout side (batch layout, critic, log-probabilities, prompts) is training/align/ppo_rollout.py.
 """
 from __future__ import annotations
 
@@ -36,17 +36,17 @@ from pathlib import Path
 
 import torch
 
-from training.align import (AlignRecipe, GeneratorState, LoopConfig, cli_overrides, first_eval_of, freeze,
+from training.align.common import (AlignRecipe, GeneratorState, LoopConfig, cli_overrides, first_eval_of, freeze,
                             load_policy, load_recipe, load_reference, pick_device, restore_checkpoint,
                             save_checkpoint, stage_args)
-from training.checkpoint import save_model
+from training.model.checkpoint import save_model
 from training.generate import ENDOFTEXT, IM_END, SamplingConfig
 from training.metrics import MetricsLog, read_metrics
-from training.model import Qwen
+from training.model.qwen import Qwen
 from training.optim import OptimConfig, make_optimizer, make_scheduler
-from training.reward import load_reward_model
-from training.reward import score as rm_score
-from training.ppo_rollout import (Critic, PromptStream, Rollout, Scorer, load_prompts, logit_temperature,
+from training.align.reward import load_reward_model
+from training.align.reward import score as rm_score
+from training.align.ppo_rollout import (Critic, PromptStream, Rollout, Scorer, load_prompts, logit_temperature,
                                   logprobs_entropy, response_logits, rollout)
 
 
@@ -373,7 +373,7 @@ def plot(metrics: Path, png: Path) -> Path:
 
 
 def load_scorer(path: str, device: torch.device, pad_id: int) -> tuple[Scorer, Callable[[], Critic]]:
-    """The reward model at `path` (training/reward.py) as a batch scorer, and a factory for a critic that
+    """The reward model at `path` (training/align/reward.py) as a batch scorer, and a factory for a critic that
     starts as a trainable copy of it (its backbone and head: values start as the reward model's scores)."""
     rm = load_reward_model(path, device)
     scorer = lambda prompts, responses: rm_score(rm, [list(p) for p in prompts], [list(r) for r in responses], pad_id)

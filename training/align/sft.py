@@ -1,9 +1,9 @@
 """Supervised fine-tuning on packed ChatML shards: loss on assistant tokens only, no attention across
 conversations, from a pretrained checkpoint.
 
-    python -m training.sft --recipe training/recipes/sft.toml --init runs/demo/train/final \\
+    python -m training.align.sft --recipe training/recipes/sft.toml --init runs/demo/train/final \\
         --data runs/demo/mix/sft --out runs/demo/sft
-    python -m training.sft --set train.steps=10 --set optim.lr=1e-4 ...      # overrides
+    python -m training.align.sft --set train.steps=10 --set optim.lr=1e-4 ...      # overrides
 
 Shards (pipeline/chat_shards.py): rows of input_ids, loss_mask (1 on assistant content and its
 <|im_end|>), doc_starts (where each packed conversation begins). Token t of a row is a target only
@@ -13,7 +13,7 @@ conversation boundary. The loss of a step is the mean over its assistant tokens 
 summed cross-entropy is divided by the step's total count, so accumulation is exact).
 
 Output: <out>/metrics.jsonl (loss, lr, tokens_per_s, loss_tokens; val_loss, val_ppl), summary.json,
-final/ (a checkpoint for training.chat), loss.png. See training/align.py.
+final/ (a checkpoint for training.chat), loss.png. See training/align/common.py.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.align import (Loop, LoopConfig, batches, begin, chunks, hidden_states, load_policy)
+from training.align.common import (Loop, LoopConfig, batches, begin, chunks, hidden_states, load_policy)
 from training.data import Batch, encode_rows, read_rows as read_split
 from training.losses import IGNORE
 from training.optim import OptimConfig

@@ -1,7 +1,7 @@
 """Hugging Face interop: Qwen2 / Qwen2-MoE directories in and out, Qwen v1 (remote-code) checkpoints in.
 
-    python -m training.hf export --checkpoint runs/ckpt/final --out runs/hf/qwen2-debug
-    python -m training.hf import --hf path/to/Qwen2-0.5B --out runs/ckpt/imported
+    python -m training.model.hf export --checkpoint runs/ckpt/final --out runs/hf/qwen2-debug
+    python -m training.model.hf import --hf path/to/Qwen2-0.5B --out runs/ckpt/imported
 
 ``save_pretrained`` writes ``config.json`` and ``model.safetensors`` (sharded, with
 ``model.safetensors.index.json``, above ``max_shard_bytes``) that
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.checkpoint import build_model, load_model, save_model, state_for_saving
-from training.model import ModelConfig, Qwen
+from training.model.checkpoint import build_model, load_model, save_model, state_for_saving
+from training.model.qwen import ModelConfig, Qwen
 
 SPECIAL = dict(bos_token_id=151643, eos_token_id=151643)
 
@@ -257,7 +257,7 @@ def from_pretrained(path: str | Path, dtype: torch.dtype | None = None) -> Qwen:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.hf", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m training.model.hf", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("export", help="our checkpoint -> HF directory")
     ex.add_argument("--checkpoint", required=True)

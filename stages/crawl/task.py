@@ -10,7 +10,7 @@ fetched first, through the same gate (or reused from an earlier round, for at mo
 archived in `robotstxt/`, and asked before every request, redirect hops included.
 
 A task's WARC records, new links and log rows are committed in segments
-(`warc/`, `links/`, `log/` `r<round>-b<bucket>-s<segment>`, see stages/crawlsegments.py) every
+(`warc/`, `links/`, `log/` `r<round>-b<bucket>-s<segment>`, see stages/crawl/segments.py) every
 `checkpoint_pages` pages or `checkpoint_seconds`: a rerun after a kill skips the URLs of committed
 segments and drops the files of an uncommitted one, so no page is archived twice and at most one
 segment per task is refetched. Pure Python (threads, pyarrow): no Spark.
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.base import EXITS, STAGE_ERROR, error_detail
-from stages.crawlsegments import SegmentWriter, robots_cache
-from stages.fetch import FetchResult, Fetcher
-from stages.frontier import Scope, extract_links, host_of
-from stages.robots import Robots, robots_url
+from stages.crawl.segments import SegmentWriter, robots_cache
+from stages.crawl.fetch import FetchResult, Fetcher
+from stages.crawl.frontier import Scope, extract_links, host_of
+from stages.crawl.robots import Robots, robots_url
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def part_name(round_no: int, bucket: int) -> str:
 
 def crawl_group(rows: list[dict], config: CrawlConfig, seed_hosts: set[str], out: str, round_no: int,
                 bucket: int) -> dict:
-    """Crawls the frontier rows of one host group into committed segments (stages/crawlsegments.py),
+    """Crawls the frontier rows of one host group into committed segments (stages/crawl/segments.py),
     skipping the URLs an earlier, killed attempt already committed."""
     writer = SegmentWriter(Path(out), part_name(round_no, bucket), config.warc_software,
                            config.checkpoint_pages, config.checkpoint_seconds)

@@ -2,7 +2,7 @@
 replies per prompt from the current policy, scores them with the reward model, keeps the best and the
 worst as a preference pair and updates the policy with DPO on those pairs.
 
-    python -m training.online_dpo --recipe training/recipes/online_dpo.toml --init runs/demo/dpo/final \\
+    python -m training.align.online_dpo --recipe training/recipes/online_dpo.toml --init runs/demo/dpo/final \\
         --reward runs/demo/rm/final --data runs/demo/mix/preference --out runs/demo/online_dpo
 
 Prompts are the prompt_ids of the preference shards (train split; valid for evaluation). A round =
@@ -14,7 +14,7 @@ log-probs from the frozen starting policy computed once per round. train.steps i
 
 Metrics per step: DPO's (loss, reward_chosen, reward_rejected, margin, accuracy) plus the round's
 reward-model scores: reward_mean (all samples), reward_best, reward_worst, pairs, round. Validation:
-val_reward_mean, the mean reward of one sampled reply per validation prompt. Output as in training/align.py.
+val_reward_mean, the mean reward of one sampled reply per validation prompt. Output as in training/align/common.py.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, load_pairs, load_policy, load_reference)
-from training.dpo import DPOConfig, reference_logprobs, update
+from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, load_pairs, load_policy, load_reference)
+from training.align.dpo import DPOConfig, reference_logprobs, update
 from training.generate import ENDOFTEXT, IM_END, SamplingConfig, generate
 from training.optim import OptimConfig
-from training.reward import load_reward_model, score
+from training.align.reward import load_reward_model, score
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Shared pieces of the alignment stages (SFT, reward model, DPO, online DPO, PPO): log-probabilities,
 policy/reference loading, preference batches, recipes and the optimisation loop with its output folder.
 
-Stable API (training/ppo.py imports it):
+Stable API (training/align/ppo.py imports it):
 
     lp = token_logprobs(model, ids, doc_ids=None)           # [B, T-1]: log p(ids[:, t+1] | ids[:, :t+1]), fp32
     s = sequence_logprob(model, ids, mask)                  # [B]: sum of log p over tokens where mask == 1
@@ -26,7 +26,7 @@ Output folder of every stage (read by the training report):
     <out>/metrics.jsonl   one JSON per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s, plus the
                           stage's metrics; validation lines: step and "val_"-prefixed keys
     <out>/summary.json    stage, steps, seconds, final (checkpoint path), first_eval, last_eval, last_train
-    <out>/final/          our checkpoint format (training.checkpoint; the reward model adds its head)
+    <out>/final/          our checkpoint format (training.model.checkpoint; the reward model adds its head)
     <out>/checkpoints/step-NNNNNN/   training checkpoints (every train.save_every steps and at the end):
                           the trained module, optimizer, scheduler, RNGs and the stage's own state (PPO's
                           critic, its optimizer and the KL controller; online DPO's round); `--resume`
@@ -51,15 +51,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stages.recipe import load_sections
-from training import checkpoint as ckpt
-from training.checkpoint import load_model, save_model
+from common.recipe import load_sections
+from training.model import checkpoint as ckpt
+from training.model.checkpoint import load_model, save_model
 from training.data import read_rows
 from training.metrics import MetricsLog, read_metrics
-from training.model import Qwen
+from training.model.qwen import Qwen
 from training.optim import OptimConfig, make_optimizer, make_scheduler
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 # ----------------------------------------------------------------------------- log-probabilities
@@ -113,7 +113,7 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Qwen:
-    """The trainable policy, fp32, from a checkpoint folder (training.checkpoint format)."""
+    """The trainable policy, fp32, from a checkpoint folder (training.model.checkpoint format)."""
     return load_model(path).float().to(device).train()
 
 
@@ -230,7 +230,7 @@ class AlignRecipe:
 
 
 def load_recipe(path: str | Path | None, sections: dict[str, type], overrides: list[str] = ()) -> AlignRecipe:
-    """A TOML recipe (stages/recipe.py rules: base =, section.key=value overrides, unknown keys are errors)."""
+    """A TOML recipe (common/recipe.py rules: base =, section.key=value overrides, unknown keys are errors)."""
     return AlignRecipe(load_sections(path, sections, overrides, recipe_dirs=(RECIPES,)))
 
 
@@ -302,7 +302,7 @@ class GeneratorState:
 
 
 def save_checkpoint(out: Path, step: int, model: torch.nn.Module, parts: dict[str, Any], keep_last: int) -> Path:
-    """<out>/checkpoints/step-NNNNNN (training.checkpoint.save_training: atomic, keep_last kept): the
+    """<out>/checkpoints/step-NNNNNN (training.model.checkpoint.save_training: atomic, keep_last kept): the
     model's state, each part's state_dict() (optimizers, schedulers, other modules, stage state) and
     the RNGs."""
     cfg = model.cfg if hasattr(model, "cfg") else model.backbone.cfg

@@ -1,7 +1,7 @@
 """Reward model: the Qwen backbone with a scalar head on the last real token, trained with the
 Bradley-Terry loss on preference pairs.
 
-    python -m training.reward --recipe training/recipes/rm.toml --init runs/demo/sft/final \\
+    python -m training.align.reward --recipe training/recipes/rm.toml --init runs/demo/sft/final \\
         --data runs/demo/mix/preference --out runs/demo/rm
 
     rm = load_reward_model("runs/demo/rm/final")             # RewardModel, frozen
@@ -15,7 +15,7 @@ prompt+reply token (the reply ends in <|im_end|>), as InstructGPT (Ouyang et al.
 Qwen (2023, sec. 3.2.1) do; the lm_head is never run. Head init: normal with std 1/sqrt(H + 1), as in
 OpenAI's lm-human-preferences reward head.
 
-Saved as our checkpoint (training.checkpoint: the backbone, loadable as a plain Qwen) plus
+Saved as our checkpoint (training.model.checkpoint: the backbone, loadable as a plain Qwen) plus
 `reward_head.safetensors` (weight [1, H], bias [1]).
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.align import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, concat_right_pad,
+from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, concat_right_pad,
                             freeze, hidden_states, load_pairs, load_policy)
-from training.checkpoint import load_model, save_model
+from training.model.checkpoint import load_model, save_model
 from training.losses import bradley_terry_loss
-from training.model import Qwen
+from training.model.qwen import Qwen
 from training.optim import OptimConfig
 
 HEAD = "reward_head.safetensors"

@@ -22,7 +22,7 @@
   `allow_private_networks`: refused are shared 100.64.0.0/10 (cloud metadata), private, loopback,
   link-local, multicast, reserved, documentation and benchmarking ranges, IPv4-mapped and
   IPv4-compatible IPv6, Teredo, 6to4 and NAT64 carrying a refused IPv4 address, and the rest listed
-  in stages/frontier.py. The connection is then pinned: it goes to those checked addresses (in order,
+  in stages/crawl/frontier.py. The connection is then pinned: it goes to those checked addresses (in order,
   the next one on a connection failure), never to a second lookup, while the URL, the `Host` header
   and TLS (SNI and the certificate's name) keep the original name. Connection pools are keyed by the
   address connected to, so a name that moves never reuses a connection to its old address.
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from stages.frontier import address_check, host_of, normalize
+from stages.crawl.frontier import address_check, host_of, normalize
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

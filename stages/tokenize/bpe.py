@@ -3,7 +3,7 @@
     tok = train_bpe(texts, TrainTokenizerConfig(vocab_size=8000))
     tok.encode("Numbers: 12345").ids
 
-Same pre-tokenization as Qwen (`stages.tokenizer.PATTERN`: every digit its own piece, contractions,
+Same pre-tokenization as Qwen (`stages.tokenize.tokenizer.PATTERN`: every digit its own piece, contractions,
 letter runs, punctuation runs, newlines, spaces), then byte-level BPE (Hugging Face `tokenizers`),
 with Qwen's special tokens (<|endoftext|>, <|im_start|>, <|im_end|>) first in the vocabulary.
 `bytes_per_token` measures compression, to compare a trained tokenizer with the real Qwen one.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stages.tokenizer import ENDOFTEXT, IM_END, IM_START, PATTERN
+from stages.tokenize.tokenizer import ENDOFTEXT, IM_END, IM_START, PATTERN
 
 
 @dataclass(frozen=True)

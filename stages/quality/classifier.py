@@ -30,8 +30,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from stages.base import Doc, Mapper, reject
-from stages.fs import shipped
-from stages.quality import SIGNALS, QualityRules, RulesConfig
+from common.fs import shipped
+from stages.quality.rules import SIGNALS, QualityRules, RulesConfig
 
 LABELS = {1: "__label__hq", 0: "__label__lq"}
 TOKEN = re.compile(r"\w+|[^\w\s]")

@@ -18,9 +18,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from stages.fs import shipped
+from common.fs import shipped
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Qwen's pre-tokenizer: contractions, letters, single digits, punctuation runs, newlines, spaces.
 PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
            r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")

@@ -1,10 +1,10 @@
 """Our model checkpoint format: a directory with ``model.safetensors`` (our parameter names, which are
 the Hugging Face Qwen2 names with stacked experts) and ``model_config.json`` (a ModelConfig).
 
-    from training.checkpoint import save_model, load_model
+    from training.model.checkpoint import save_model, load_model
     save_model(model, "runs/ckpt/step-100"); model = load_model("runs/ckpt/step-100")
 
-``python -m training.hf`` converts to and from HF layout. The trainer's checkpoints (``save_training``,
+``python -m training.model.hf`` converts to and from HF layout. The trainer's checkpoints (``save_training``,
 ``load_training``, below) are such a folder plus optimizer, scheduler, RNG and data-position state, so
 ``load_model`` reads them too.
 """
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from common.errors import UserError
 
-from training.model import ModelConfig, Qwen
+from training.model.qwen import ModelConfig, Qwen
 
 WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
 

@@ -6,7 +6,7 @@ What lives here (pure tensor math, no modules):
   * LogN attention scaling of Qwen v1;
   * ``apply_rope``: rotate query/key heads by position.
 
-Used by ``training/model.py``; tested in ``tests/training/test_rope.py``.
+Used by ``training/model/qwen.py``; tested in ``tests/training/test_rope.py``.
 """
 from __future__ import annotations
 

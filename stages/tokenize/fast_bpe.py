@@ -1,4 +1,4 @@
-"""The fast exact Qwen encoder: the C scanner and merger of stages/_qwen_bpe.c, with tiktoken as fallback.
+"""The fast exact Qwen encoder: the C scanner and merger of stages/tokenize/_qwen_bpe.c, with tiktoken as fallback.
 
     encoder = fast_encoder(QwenTokenizer().path)   # cached per process
     ids = encoder.encode(text)                     # np.ndarray[int32], == encoding.encode_ordinary(text)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.fs import shipped
+from common.fs import shipped
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def char_classes(module, tokens: list[bytes], reference) -> bytes:
 
 def _native_module():
     try:
-        from stages import _qwen_bpe
+        from stages.tokenize import _qwen_bpe
     except ImportError:
         try:
             import _qwen_bpe   # the copy tools/dist.py puts in a cluster environment's site-packages
@@ -107,14 +107,14 @@ class FastEncoder:
     with `native=False` (or no built module) tiktoken itself computes them."""
 
     def __init__(self, ranks_path: str, native: bool = True):
-        from stages.tokenizer import load_encoding, read_ranks
+        from stages.tokenize.tokenizer import load_encoding, read_ranks
 
         self.reference = load_encoding(ranks_path)
         module = _native_module() if native else None
         self.native = None
         if module is None:
             if native:
-                log.warning("stages._qwen_bpe is not built (run `make setup`); tokenizing with tiktoken")
+                log.warning("stages.tokenize._qwen_bpe is not built (run `make setup`); tokenizing with tiktoken")
             return
         ranks = getattr(self.reference, "_mergeable_ranks", None) or read_ranks(Path(shipped(ranks_path)))
         tokens = [b""] * len(ranks)
