@@ -152,7 +152,9 @@ synth-math: setup
 synth-code: setup  # HumanEval as demo input only: it is an evaluation set (use MBPP-style train data for real runs)
 	$(call SYNTH,execution) --model $(CKPT) --input ../shared/data/humaneval/HumanEval.jsonl.gz --output $(ROOT)/synth/code --limit 16
 
-TRAIN = $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) -m training.train
+# every training phase runs under torchrun when NPROC > 1 (training/loop.py: DDP, or FSDP2 with train.fsdp=true)
+TORCHRUN = $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY))
+TRAIN = $(TORCHRUN) -m training.train
 
 train: setup
 	$(TRAIN) --recipe $(TRAIN_RECIPE) --data $(ROOT)/shards --out $(ROOT)/train $(foreach s,$(TRAIN_SET),--set $(s))
@@ -170,29 +172,29 @@ ALIGN_SET ?=
 ALIGN = $(foreach s,$(ALIGN_SET),--set $(s))
 
 sft: setup
-	$(PY) -m training.align.sft --recipe training/recipes/sft.toml --init $(CKPT) --data $(ROOT)/mix/sft --out $(ROOT)/sft $(ALIGN)
+	$(TORCHRUN) -m training.align.sft --recipe training/recipes/sft.toml --init $(CKPT) --data $(ROOT)/mix/sft --out $(ROOT)/sft $(ALIGN)
 
 rm: setup
-	$(PY) -m training.align.reward --recipe training/recipes/rm.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	$(TORCHRUN) -m training.align.reward --recipe training/recipes/rm.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
 	  --out $(ROOT)/rm $(ALIGN)
 
 ppo: setup
-	$(PY) -m training.align.ppo --recipe training/recipes/ppo.toml --init $(ROOT)/sft/final --reward $(ROOT)/rm/final \
+	$(TORCHRUN) -m training.align.ppo --recipe training/recipes/ppo.toml --init $(ROOT)/sft/final --reward $(ROOT)/rm/final \
 	  --prompts $(ROOT)/mix/preference --out $(ROOT)/ppo $(ALIGN)
 
 dpo: setup
-	$(PY) -m training.align.dpo --recipe training/recipes/dpo.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
+	$(TORCHRUN) -m training.align.dpo --recipe training/recipes/dpo.toml --init $(ROOT)/sft/final --data $(ROOT)/mix/preference \
 	  --out $(ROOT)/dpo $(ALIGN)
 
 online-dpo: setup
-	$(PY) -m training.align.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
+	$(TORCHRUN) -m training.align.online_dpo --recipe training/recipes/online_dpo.toml --init $(ROOT)/dpo/final \
 	  --reward $(ROOT)/rm/final --data $(ROOT)/mix/preference --out $(ROOT)/online_dpo $(ALIGN)
 
 code-qwen: setup  # Code-Qwen at toy scale: code-heavy data, continued pretraining of $(CKPT), then SFT
 	$(PY) -m jobs.specialist code --root $(ROOT) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/code_qwen.toml --init $(CKPT) \
 	  --data $(ROOT)/code-qwen/shards --out $(ROOT)/code-qwen/train
-	$(PY) -m training.align.sft --recipe training/recipes/code_qwen_sft.toml --init $(ROOT)/code-qwen/train/final \
+	$(TORCHRUN) -m training.align.sft --recipe training/recipes/code_qwen_sft.toml --init $(ROOT)/code-qwen/train/final \
 	  --data $(ROOT)/mix/sft --out $(ROOT)/code-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/code-qwen
 
@@ -200,7 +202,7 @@ math-qwen: setup  # Math-Qwen at toy scale: math-heavy data, continued pretraini
 	$(PY) -m jobs.specialist math --root $(ROOT) $(foreach s,$(SET),--set $(s))
 	$(PY) -m training.train --recipe training/recipes/math_qwen.toml --init $(CKPT) \
 	  --data $(ROOT)/math-qwen/shards --out $(ROOT)/math-qwen/train
-	$(PY) -m training.align.sft --recipe training/recipes/math_qwen_sft.toml --init $(ROOT)/math-qwen/train/final \
+	$(TORCHRUN) -m training.align.sft --recipe training/recipes/math_qwen_sft.toml --init $(ROOT)/math-qwen/train/final \
 	  --data $(ROOT)/math-qwen/mix/sft --out $(ROOT)/math-qwen/sft $(ALIGN)
 	$(PY) -m training.train_report --root $(ROOT)/math-qwen
 

@@ -1,4 +1,4 @@
-"""Alignment step cost: our response-only log-probs (`training.align.common.sequence_logprob`, the lm_head run
+"""Alignment step cost: our response-only log-probs (`training.align.base.sequence_logprob`, the lm_head run
 only on the positions that predict response tokens) against the usual full-logits way (logits of every
 position, log_softmax, gather, mask), for one DPO policy forward + backward on the same batch.
 
@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # allow `python bench/bench_align.py`
 
 from bench.data import timed  # noqa: E402
-from training.align.common import concat_right_pad, pick_device, sequence_logprob  # noqa: E402
+from training.align.base import concat_right_pad, sequence_logprob  # noqa: E402
+from training.dist import pick_device  # noqa: E402
 from training.model.flavors import FLAVORS  # noqa: E402
 from training.model.qwen import Qwen  # noqa: E402
 
@@ -42,7 +43,7 @@ def make_batch(args, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(args) -> dict:
-    device = pick_device(args.device)
+    device = pick_device(args.device, 0)
     torch.manual_seed(0)
     model = Qwen(FLAVORS[args.flavor]).to(device).train()
     ids, mask = (t.to(device) for t in make_batch(args, model.cfg.vocab_size))

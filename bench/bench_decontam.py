@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.data import article_pages, save_result, shared_data
-from stages.decontam import DecontamConfig, Decontaminate, build_index, read_benchmark, words
+from stages.decontam import DecontamConfig, Decontaminate, build_index, read_benchmark, word_spans
 
 N = 13
 EDITS = ("verbatim", "format", "word (>= 27 words)", "word (any item)", "mmlu labelled choices")
@@ -41,7 +41,7 @@ def edit(kind: str, texts: list[str], rng: random.Random) -> str | None:
         return rng.choice([str.lower, str.upper, str.title])(re.sub(r"\s+", "  ", text))
     if kind.startswith("word"):
         toks = text.split(" ")
-        if kind == "word (>= 27 words)" and len(words(text)) < 2 * N + 1:
+        if kind == "word (>= 27 words)" and len(word_spans(text)) < 2 * N + 1:
             return None
         at = rng.randrange(len(toks))
         return " ".join(toks[:at] + ["zebra"] + toks[at + 1:])

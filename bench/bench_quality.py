@@ -25,7 +25,7 @@ from pipeline.spark import SparkConfig, spark_session
 from stages.extract import Extractor, decode_html
 from stages.language import LanguageId
 from stages.quality.perplexity import Perplexity, PerplexityConfig, TrainKenlmConfig, kenlm_bin, model_lines, train_lm
-from stages.quality.rules import QualityRules
+from stages.quality.filter import QualityRules
 from stages.quality.classifier import (TrainQualityConfig, boilerplate_text, evaluate, fasttext_line, is_held_out,
                                   train, visible_blocks)
 from stages.warc import WarcReader

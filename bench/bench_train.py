@@ -30,7 +30,10 @@ from bench.data import timed  # noqa: E402
 from training import dist  # noqa: E402
 from training.data import IGNORE, ShardData, StepLoader  # noqa: E402
 from training.metrics import flops_per_token, peak_flops  # noqa: E402
-from training.train import Recipe, Trainer  # noqa: E402
+from common.recipe import Recipe  # noqa: E402
+from training.cli import load_recipe  # noqa: E402
+from training.loop import Trainer  # noqa: E402
+from training.train import SECTIONS, Pretraining  # noqa: E402
 
 # bench_model.py's dense config: a 39M-parameter Qwen2 (8 layers, hidden 512) with a 32k vocabulary.
 SMALL = ("model.overrides={vocab_size=32768, hidden_size=512, intermediate_size=1408, num_layers=8, num_heads=8, "
@@ -60,7 +63,7 @@ def make_recipe(args, shards: Path) -> Recipe:
             "train.grad_accum_steps=1", f'train.device="{args.device}"', f'train.dtype="{args.dtype}"',
             f"train.compile={str(args.compile).lower()}", "optim.warmup_steps=0", "optim.lr=1e-4"]
     sets.append(f'model.flavor="{args.flavor}"' if args.flavor else SMALL)
-    return Recipe.load(None, sets)
+    return load_recipe(None, SECTIONS, sets)
 
 
 def hf_side(trainer: Trainer, args):
@@ -76,7 +79,7 @@ def hf_side(trainer: Trainer, args):
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=trainer.env.device.type == "cuda" or None)
     loader = StepLoader(ShardData(args.shards, "train"), args.batch, 1, shuffle=False)
-    autocast = trainer.autocast
+    autocast = trainer.bf16
 
     def step() -> float:
         batch = loader.next_step()[0].to(trainer.env.device)
@@ -95,16 +98,19 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, dist.distributed(args.device) as env:
         args.shards = write_shards(Path(tmp) / "shards", args.batch * (args.warmup + args.repeats + 2), args.seq,
                                    args.vocab)
-        trainer = Trainer(make_recipe(args, args.shards), Path(tmp) / "out", env)
+        recipe = make_recipe(args, args.shards)
+        torch.manual_seed(recipe.train.seed)
+        trainer = Trainer(Pretraining(recipe, env), recipe, env, Path(tmp) / "out")
         trainer.setup(resume=False)
         hf_step = None if args.no_hf else hf_side(trainer, args)
-        first = trainer.train_step()["loss"]
+        step = lambda: trainer.phase.train_step(trainer, 0)
+        first = step()["loss"]
         if hf_step:
             hf_first = hf_step()
-            assert abs(first - hf_first) < (1e-2 if trainer.autocast else 1e-4), (first, hf_first)
+            assert abs(first - hf_first) < (1e-2 if trainer.bf16 else 1e-4), (first, hf_first)
         ours, theirs = [], []
         for i in range(args.warmup + args.repeats):
-            t_ours = timed(trainer.train_step, env.device)
+            t_ours = timed(step, env.device)
             t_hf = timed(hf_step, env.device) if hf_step else float("nan")
             if i >= args.warmup:
                 ours.append(t_ours)
@@ -114,7 +120,7 @@ def run(args) -> dict:
 
 def summarize(trainer: Trainer, args, t_ours: float, t_hf: float | None) -> dict:
     tokens = args.batch * args.seq
-    cfg = trainer.cfg
+    cfg = trainer.phase.cfg
     fpt = flops_per_token(trainer.raw.num_params(), 0 if cfg.tie_word_embeddings else cfg.vocab_size * cfg.hidden_size,
                           cfg.num_layers, cfg.hidden_size, args.seq)
     peak = peak_flops(trainer.env.device)

@@ -6,7 +6,8 @@ recipes the same way. Pure Python: no Spark, no torch.
     raw = read_toml(Path("recipe.toml"))                # follows `base = "other.toml"`
     apply_override(raw, "extract.fast=true")
     config = build(ExtractConfig, raw["extract"], "extract")   # unknown keys / wrong types raise
-    tables = load_sections("train.toml", {"optim": OptimConfig, "train": TrainConfig}, ["optim.lr=1e-3"])
+    recipe = Recipe.load("train.toml", {"optim": OptimConfig, "train": TrainConfig}, ["optim.lr=1e-3"])
+    recipe.optim.lr, recipe.to_dict()
 
 Every mistake is a `ConfigError` (a `common.errors.UserError`: one line, exit status 2) naming the file,
 key or value: a missing, unreadable, non-UTF-8 or malformed file, a top-level value that is not a table,
@@ -93,17 +94,40 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     table[key.strip()] = parse_value(text.strip())
 
 
-def load_sections(path: str | Path | None, sections: dict[str, type], overrides: list[str] = (),
-                  recipe_dirs: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A whole recipe whose tables are all registered in `sections` (name -> dataclass): reads it (or
-    nothing when `path` is None), applies the overrides and builds every table (defaults for absent ones)."""
-    raw = read_toml(Path(path), recipe_dirs=recipe_dirs) if path else {}
-    for item in overrides:
-        apply_override(raw, item)
-    unknown = set(raw) - set(sections)
-    if unknown:
-        raise ConfigError(f"unknown recipe table(s) {sorted(unknown)} (known: {', '.join(sections)})")
-    return {name: build(cls, raw.get(name, {}), name) for name, cls in sections.items()}
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A loaded recipe: one frozen dataclass per table, by name (`recipe.train` or `recipe.section("train")`).
+    The one recipe type of the project: pipeline jobs (`pipeline/config.py`) and training phases
+    (`training/cli.py`) differ only in the tables they register."""
+    path: str
+    sections: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path | None, schema: dict[str, type], overrides: list[str] = (),
+             recipe_dirs: tuple[Path, ...] = ()) -> "Recipe":
+        """Reads `path` (nothing when None), applies the overrides and builds every table registered in
+        `schema` (name -> dataclass; defaults for absent tables). An unregistered table is an error."""
+        raw = read_toml(Path(path), recipe_dirs=recipe_dirs) if path else {}
+        for item in overrides:
+            apply_override(raw, item)
+        unknown = sorted(set(raw) - set(schema))
+        if unknown:
+            raise ConfigError(f"unknown recipe section [{unknown[0]}] in {path or 'the overrides'} "
+                              f"(known: {', '.join(schema)})")
+        return cls(str(path or ""), {name: build(kind, raw.get(name, {}), name) for name, kind in schema.items()})
+
+    def section(self, name: str) -> Any:
+        return self.sections[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self, *names: str) -> dict[str, dict[str, Any]]:
+        """The resolved values of the named tables (all when none are named), for `_config.json` / `recipe.json`."""
+        return {n: dataclasses.asdict(self.sections[n]) for n in names or self.sections}
 
 
 def parse_value(text: str) -> Any:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         io.write_json(spark, f"{out}/_stats.json", stats)
         io.write_json(spark, f"{out}/_config.json", {
             "stage": "crawl", "output": out, "seeds": args.seeds, "overrides": args.set, "recipe": recipe.path,
-            "config": recipe.as_dict("spark", "crawl"), "code_version": code_version()})
+            "config": recipe.to_dict("spark", "crawl"), "code_version": code_version()})
         fs.write_text(f"{out}/_SUCCESS", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     cli.report(stats, out)
     return stats

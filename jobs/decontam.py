@@ -17,7 +17,7 @@ from functools import reduce
 
 from pipeline import cli, io, runner
 from pipeline.spark import spark_session
-from stages.decontam import Decontaminate, NgramIndex, build_index
+from stages.decontam import BenchmarkIndex, Decontaminate, build_index
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     return stats
 
 
-def benchmark_report(judged, index: NgramIndex) -> dict:
+def benchmark_report(judged, index: BenchmarkIndex) -> dict:
     """Per benchmark: items and n-grams indexed, documents overlapping it, distinct test items hit."""
     from pyspark.sql import functions as F
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, perplexity, quality,
                   report, tokenize, train_kenlm, upsample)
 from pipeline import cli
-from pipeline.config import Recipe
+from pipeline.config import load_recipe
 from pipeline.spark import spark_session
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cli.setup_logging()
     root, started = Path(args.root).resolve(), time.time()
-    recipe = Recipe.load(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.set)
     results = {}
     with spark_session("demo", recipe.section("spark")):
         results["crawl"] = crawl_pydoc(args, root)

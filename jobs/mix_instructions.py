@@ -23,12 +23,11 @@ from functools import reduce
 
 from jobs.upsample import source_tokens, upsample
 from pipeline import chat_shards, cli, io, runner
+from pipeline.io import KEPT
 from pipeline.spark import spark_session
 from stages.chatml import EncodeChat, EncodePreference, ParseInstructions
 from stages.decontam import Decontaminate, build_index
 from stages.mixture import CountTokens, MixtureConfig, instruction_factor
-
-KEPT = "drop_reason IS NULL"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,7 +25,7 @@ import sysconfig
 from pathlib import Path
 
 from jobs import dedup, demo, ingest_code, mix_instructions, tokenize, upsample
-from pipeline.config import Recipe
+from pipeline.config import load_recipe
 from pipeline.spark import spark_session
 
 RECIPES = Path(__file__).resolve().parent.parent / "pipeline" / "recipes"
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     web, out = root / "decontam", root / f"{args.kind}-qwen"
     if not (web / "_SUCCESS").exists():
         raise SystemExit(f"jobs.specialist: {web} is not a finished stage; run `make demo` (or the pipeline) first")
-    with spark_session(f"{args.kind}-qwen", Recipe.load(args.recipe, args.set).section("spark")):
+    with spark_session(f"{args.kind}-qwen", load_recipe(args.recipe, args.set).section("spark")):
         results = (code_data if args.kind == "code" else math_data)(args, web, out)
     shares = results["tokenize"]["manifest"]["splits"]["train"]["tokens_per_source"]
     total = sum(shares.values()) or 1

@@ -53,7 +53,7 @@ def upsample(docs, config: MixtureConfig, batch_rows: int = 256):
             histograms.setdefault(tuple(r["mix_group"].split("\0")), {})[r["u_bin"]] = r["sum(n_tokens)"]
         cuts = calibrated_cuts(histograms, factors)
     judged = runner.apply(counted, Repeat(config, factors, cuts), batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
-    before, after = source_tokens(counted), source_tokens(judged.filter("drop_reason IS NULL"))
+    before, after = source_tokens(counted), source_tokens(judged.filter(io.KEPT))
     counted.unpersist()
     report = {"factors": {"/".join(g): round(f, 6) for g, f in sorted(factors.items())},
               "tokens_before": before, "tokens_after": after,

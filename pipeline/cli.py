@@ -18,7 +18,8 @@ from pathlib import Path
 
 from common.errors import UserError
 from pipeline import io
-from pipeline.config import Recipe
+from common.recipe import Recipe
+from pipeline.config import load_recipe
 from pipeline.spark import resolve_master
 from pipeline.version import code_version
 
@@ -46,7 +47,7 @@ def load(args: argparse.Namespace) -> Recipe:
     """The recipe, after the local inputs were checked: both fail in a second, before Spark starts."""
     setup_logging()
     check_local_inputs(getattr(args, "input", None) or [])
-    return Recipe.load(args.recipe, args.set)
+    return load_recipe(args.recipe, args.set)
 
 
 def check_local_inputs(inputs: list[str]) -> None:
@@ -66,7 +67,7 @@ def run_config(recipe: Recipe, args: argparse.Namespace, *sections: str) -> dict
     """What `_config.json` records besides stage and output."""
     return {
         "input": args.input, "recipe": recipe.path, "overrides": args.set,
-        "config": recipe.as_dict("spark", *sections), "code_version": code_version(),
+        "config": recipe.to_dict("spark", *sections), "code_version": code_version(),
         "master": resolve_master(recipe.section("spark"), args.master),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -80,20 +81,24 @@ def report(stats: dict, output: str) -> None:
     print(f"[{stats['stage']}] output: {output}")
 
 
-def run_record_stage(name: str, make_stage: Callable, description: str, argv: list[str] | None) -> dict:
+def run_record_stage(name: str, make_stage: Callable, description: str, argv: list[str] | None,
+                     sections: tuple[str, ...] = ()) -> dict:
     """The whole job of a per-record stage: read a finished stage, apply, write kept/rejected, report.
 
-    `make_stage` builds the stage from the recipe section called `name`.
+    `make_stage` builds the stage from the recipe section called `name`, and from the other recipe
+    `sections` the stage reads, passed by name (`make_stage(config, **{section: its config})`);
+    `_config.json` records them all.
     """
     from pipeline import runner
     from pipeline.spark import spark_session
 
     args = stage_args(name, description).parse_args(argv)
     recipe = load(args)
+    stage = make_stage(recipe.section(name), **{section: recipe.section(section) for section in sections})
     with spark_session(name, recipe.section("spark"), args.master) as spark:
         docs = io.read_stage(spark, args.input[0])
-        judged = runner.apply(docs, make_stage(recipe.section(name)), recipe.section("spark").arrow_batch_rows)
-        stats = io.write_split(judged, args.output, stage=name, config=run_config(recipe, args, name),
+        judged = runner.apply(docs, stage, recipe.section("spark").arrow_batch_rows)
+        stats = io.write_split(judged, args.output, stage=name, config=run_config(recipe, args, name, *sections),
                                bytes_in=io.input_bytes(spark, [f"{args.input[0]}/kept"]))
     report(stats, args.output)
     return stats

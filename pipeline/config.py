@@ -6,17 +6,15 @@ against the dataclass registered for it in `SECTIONS`: a typo is an error that n
 silently ignored setting. Values given with `--set` are parsed as TOML values (`3`, `0.5`, `true`,
 `["en", "zh"]`), and as plain strings when they are not valid TOML.
 
-    recipe = Recipe.load("pipeline/recipes/default.toml", ["extract.favor_precision=true"])
-    config = recipe.section("extract")          # an ExtractConfig
+    recipe = load_recipe("pipeline/recipes/default.toml", ["extract.favor_precision=true"])
+    config = recipe.extract                     # an ExtractConfig (common.recipe.Recipe)
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from common.recipe import Recipe
 from pipeline.spark import SparkConfig
 from stages.tokenize.bpe import TrainTokenizerConfig
 from stages.chatml import MixConfig
@@ -29,9 +27,8 @@ from stages.language import LanguageConfig
 from stages.mixture import MixtureConfig
 from stages.tokenize.packing import TokenizeConfig
 from stages.quality.perplexity import PerplexityConfig, TrainKenlmConfig
-from stages.quality.rules import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
-from stages.quality.classifier import QualityConfig, TrainLidConfig, TrainQualityConfig
-from common.recipe import ConfigError, apply_override, build, read_toml
+from stages.quality.filter import RULES, QualityConfig
+from stages.quality.classifier import TrainLidConfig, TrainQualityConfig
 from stages.synthesis import SynthConfig
 from stages.warc import IngestConfig
 
@@ -42,10 +39,7 @@ SECTIONS: dict[str, type] = {
     "extract": ExtractConfig,
     "langid": LanguageConfig,
     "quality": QualityConfig,
-    "gopher_quality": GopherQualityConfig,
-    "gopher_repetition": GopherRepetitionConfig,
-    "c4_quality": C4Config,
-    "fineweb_quality": FineWebConfig,
+    **{name: rule.Config for name, rule in RULES.items()},   # one table per quality rule set, named as the rule
     "train_quality": TrainQualityConfig,
     "perplexity": PerplexityConfig,
     "train_kenlm": TrainKenlmConfig,
@@ -63,26 +57,7 @@ SECTIONS: dict[str, type] = {
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    path: str
-    sections: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-        path = Path(path or DEFAULT_RECIPE)
-        raw = read_toml(path, recipe_dirs=(DEFAULT_RECIPE.parent,))
-        for item in overrides or []:
-            apply_override(raw, item)
-        sections = {name: build(SECTIONS[name], raw.get(name, {}), name) for name in SECTIONS}
-        unknown = sorted(set(raw) - set(SECTIONS))
-        if unknown:
-            raise ConfigError(f"unknown recipe section [{unknown[0]}] in {path} (known: {', '.join(SECTIONS)})")
-        return cls(str(path), sections)
-
-    def section(self, name: str) -> Any:
-        return self.sections[name]
-
-    def as_dict(self, *names: str) -> dict[str, dict[str, Any]]:
-        """The resolved values of the named sections (all when none are named), for `_config.json`."""
-        return {n: dataclasses.asdict(self.sections[n]) for n in names or self.sections}
+def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
+    """A pipeline recipe (default: pipeline/recipes/default.toml); a base is found beside it or in
+    pipeline/recipes/."""
+    return Recipe.load(Path(path or DEFAULT_RECIPE), SECTIONS, list(overrides), recipe_dirs=(DEFAULT_RECIPE.parent,))

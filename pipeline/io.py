@@ -37,12 +37,13 @@ import pyarrow as pa
 from common.errors import JobFailed, UserError
 from pipeline.hadoop import HadoopFS, plain
 from pipeline.spark import SparkConfig
-from stages.base import STAGE_ERROR
+from stages.base import DROP_REASON, STAGE_ERROR
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_PATTERNS = ("*.warc", "*.warc.gz", "*.arc", "*.arc.gz", "*.wet", "*.wet.gz")
 MANIFEST_SUFFIXES = (".paths", ".paths.gz", ".txt", ".lst")
+KEPT = f"{DROP_REASON} IS NULL"  # SQL for the rows a stage kept (the verdict convention: stages/base.py)
 
 
 class StageNotReady(UserError):
@@ -137,7 +138,7 @@ def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0,
     Returns the stats dict that was written to `_stats.json`.
     """
     spark, started = df.sparkSession, time.time()
-    verdict = "CASE WHEN drop_reason IS NULL THEN 'kept' ELSE 'rejected' END"
+    verdict = f"CASE WHEN {KEPT} THEN 'kept' ELSE 'rejected' END"
     with staged_output(spark, output) as tmp:
         write_partitioned(df, verdict, tmp, ("kept", "rejected"))
         for name, part in (parts or {}).items():

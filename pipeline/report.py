@@ -11,7 +11,7 @@ counted Qwen tokens; `~N` where estimated from the text's characters and the tok
 200-document sample), drop reasons per stage, and, each read from the stage that computes it (`SOURCES`,
 top level of the run), the language distribution, quality-score and perplexity histograms (kept and
 rejected documents) and duplicate-cluster sizes; a missing stage or a column of nulls is said in words.
-Last, the final mixture by source (`shards/manifest.json`). Plots are PNG (matplotlib, Agg) embedded as
+Last, the final mixture by source (`shards/manifest.json`). Plots are PNG (common.plot) embedded as
 base64, so the page is one file.
 """
 
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 import statistics
 from pathlib import Path
 
 import polars as pl
+
+from common.plot import png_bytes, pyplot
 
 ORDER = ("crawl", "ingest", "ingest_code", "extract", "langid", "quality", "perplexity", "dedup", "decontam",
          "upsample", "mix", "shards", "tokenize")
@@ -155,19 +156,12 @@ def reason_rows(stats: dict[str, dict]) -> list[list]:
 
 
 def png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(png_bytes(fig)).decode()
 
 
 def bar_plot(labels: list[str], bars: dict[str, list[float]], title: str, xlabel: str = "") -> str:
     """Horizontal bars, top to bottom in `labels` order; several series are stacked, with a legend."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.35 * len(labels) + 1)))
+    fig, ax = pyplot().subplots(figsize=(7, max(2.0, 0.35 * len(labels) + 1)))
     left = [0.0] * len(labels)
     for (name, values), color in zip(bars.items(), ("#4c72b0", "#dd8452", "#8c8c8c")):
         ax.barh(labels[::-1], values[::-1], left=left[::-1], color=color, label=name)
@@ -181,7 +175,6 @@ def bar_plot(labels: list[str], bars: dict[str, list[float]], title: str, xlabel
 
 def histogram(values: dict[str, pl.Series], title: str, log: bool = False) -> str:
     """Kept and rejected values on shared bins (logarithmic bins for `log`)."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     data = {part: v.cast(pl.Float64).to_numpy() for part, v in values.items() if len(v)}
@@ -192,7 +185,7 @@ def histogram(values: dict[str, pl.Series], title: str, log: bool = False) -> st
         bins = np.logspace(np.log10(low), np.log10(high) + 1e-9, 41)
     else:
         bins = np.linspace(low, high + (1e-9 if high == low else 0), 41)
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = pyplot().subplots(figsize=(7, 3))
     for (part, v), color in zip(data.items(), ("#55a868", "#c44e52")):
         ax.hist(v, bins=bins, color=color, alpha=0.7, label=part)
     if log:
@@ -303,9 +296,6 @@ def image(data: str) -> str:
 
 def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     """Writes the report of the run folder `root`; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     root = Path(root)
     target = Path(out) if out else root / "report.html"
     parts = "".join(f"<h2>{html.escape(t)}</h2>{body}" for t, body in sections(root))

@@ -6,6 +6,12 @@ columns it adds (`adds`, Arrow fields) and the columns it removes (`drops`), so 
 `drop_reason` (None when kept) and `drop_detail` (free text for humans, e.g. an error message):
 rejected documents are data, never silently lost.
 
+Verdicts, one convention for every stage and check: a check (a `Filter`'s `verdict`, a quality rule's
+`check`, any helper that judges) returns `Drop(reason, detail)` to reject the record, or None to keep
+it. A stage that builds its rows itself marks each one with `keep(row)` or `drop(row, reason, detail)`,
+or `judged(row, verdict)` to apply a check's answer; `reason` is a stable string (what `_stats.json`
+counts), `detail` free text (the measured value, the error message).
+
 Fault isolation: an exception raised while a stage handles one record (any `BaseException` but a
 process exit or an interrupt, so a Rust panic counts) becomes that record's rejected row with
 `drop_reason = "stage_error"` and the exception in `drop_detail`; the other records go on. Stages run
@@ -14,11 +20,11 @@ is rejected. A stage whose one input fans out into many rows (`fans_out`, an arc
 runs record by record, keeping the rows it yielded before the error. The job fails only when errors
 pass the recipe's `spark.max_error_fraction` (`pipeline/io.py`), so a real bug still stops a run.
 
-    >>> from stages.base import Filter
+    >>> from stages.base import Drop, Filter
     >>> class Short(Filter):
     ...     name = "short"
-    ...     def keep(self, doc):
-    ...         return (len(doc["text"]) >= 3, "too_short")
+    ...     def verdict(self, doc):
+    ...         return Drop("too_short", str(len(doc["text"]))) if len(doc["text"]) < 3 else None
     >>> [d["drop_reason"] for d in Short().run([{"text": "hello"}, {"text": "hi"}])]
     [None, 'too_short']
 """
@@ -27,15 +33,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
 
 Doc = dict[str, Any]
-# A filter's answer: True / False, or (keep, reason), or (keep, reason, detail).
-Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
 
-VERDICT_FIELDS = (pa.field("drop_reason", pa.string()), pa.field("drop_detail", pa.string()))
+
+class Drop(NamedTuple):
+    """A rejection: `reason` becomes the row's `drop_reason`, `detail` its `drop_detail`."""
+
+    reason: str
+    detail: str | None = None
+
+
+# What every check answers: a Drop rejects the record, None keeps it.
+Verdict = Drop | None
+
+DROP_REASON, DROP_DETAIL = "drop_reason", "drop_detail"
+VERDICT_FIELDS = (pa.field(DROP_REASON, pa.string()), pa.field(DROP_DETAIL, pa.string()))
 STAGE_ERROR = "stage_error"
 # Exceptions that end the process rather than describe a record: never turned into rows.
 EXITS = (KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -92,7 +108,7 @@ class Stage:
         """`doc` shaped like an output row of this stage, rejected as `stage_error`."""
         row = {k: v for k, v in doc.items() if k not in self.drops}
         row.update({f.name: doc.get(f.name) for f in self.adds})
-        return reject(row, STAGE_ERROR, error_detail(self.name, err))
+        return drop(row, STAGE_ERROR, error_detail(self.name, err))
 
     def run(self, docs: Iterable[Doc]) -> list[Doc]:
         """Runs the stage on plain dicts and returns rows shaped like the Spark output."""
@@ -107,7 +123,7 @@ class Stage:
 
 
 class Mapper(Stage):
-    """One document in, one document out; `map` may set `drop_reason` to reject it."""
+    """One document in, one document out; `map` returns it marked with `keep` or `drop`."""
 
     def map(self, doc: Doc) -> Doc:
         raise NotImplementedError
@@ -118,14 +134,14 @@ class Mapper(Stage):
 
 
 class Filter(Stage):
-    """Keeps or rejects each document; the verdict becomes `drop_reason` / `drop_detail`."""
+    """Keeps or rejects each document unchanged: `verdict` returns a `Drop`, or None to keep."""
 
-    def keep(self, doc: Doc) -> Verdict:
+    def verdict(self, doc: Doc) -> Verdict:
         raise NotImplementedError
 
     def process(self, docs: Iterable[Doc]) -> Iterator[Doc]:
         for doc in docs:
-            yield reject(doc, *_reason(self.keep(doc), self.name))
+            yield judged(doc, self.verdict(doc))
 
 
 class Identity(Filter):
@@ -133,8 +149,8 @@ class Identity(Filter):
 
     name = "identity"
 
-    def keep(self, doc: Doc) -> Verdict:
-        return True
+    def verdict(self, doc: Doc) -> Verdict:
+        return None
 
 
 class BatchStage(Stage):
@@ -174,9 +190,21 @@ class BatchStage(Stage):
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def reject(doc: Doc, reason: str | None, detail: str | None = None) -> Doc:
-    """Returns `doc` with its verdict set (reason None keeps it)."""
-    return {**doc, "drop_reason": reason, "drop_detail": detail}
+def keep(doc: Doc) -> Doc:
+    """`doc` marked as kept (a copy: no `drop_reason`, no `drop_detail`)."""
+    return {**doc, DROP_REASON: None, DROP_DETAIL: None}
+
+
+def drop(doc: Doc, reason: str, detail: str | None = None) -> Doc:
+    """`doc` marked as rejected (a copy) with a stable `reason` and free-text `detail`."""
+    if not reason:
+        raise ValueError("drop() needs a reason; use keep() to keep a record")
+    return {**doc, DROP_REASON: reason, DROP_DETAIL: detail}
+
+
+def judged(doc: Doc, verdict: Verdict) -> Doc:
+    """`doc` marked with a check's answer: kept for None, rejected for a `Drop`."""
+    return keep(doc) if verdict is None else drop(doc, *verdict)
 
 
 def chunked(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
@@ -190,16 +218,8 @@ def error_detail(stage: str, err: BaseException) -> str:
     return f"{stage}: {type(err).__name__}: {err}"[:500]
 
 
-def _reason(verdict: Verdict, default: str) -> tuple[str | None, str | None]:
-    if verdict is True:
-        return None, None
-    if verdict is False:
-        return default, None
-    keep, reason, *detail = verdict
-    return (None, None) if keep else (reason, detail[0] if detail else None)
-
-
 def _with_verdict(doc: Doc) -> Doc:
-    doc.setdefault("drop_reason", None)
-    doc.setdefault("drop_detail", None)
+    """A row a stage left unmarked is kept: the verdict columns are always present."""
+    doc.setdefault(DROP_REASON, None)
+    doc.setdefault(DROP_DETAIL, None)
     return doc

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, Stage, reject
+from stages.base import Doc, Mapper, Stage, drop, keep
 from stages.tokenize.tokenizer import IM_END, IM_END_ID, IM_START, IM_START_ID, QwenTokenizer
 from stages.tooluse import from_openai
 
@@ -207,7 +207,7 @@ class ParseInstructions(Stage):
             fmt = detect_format(rec)
             conversations = [] if fmt == "hh-rlhf" else READERS[fmt](rec)
         except (ValueError, AttributeError, KeyError, TypeError, StopIteration) as err:  # a malformed record
-            yield reject({**base, **empty}, "bad_record", str(err)[:200])
+            yield drop({**base, **empty}, "bad_record", str(err)[:200])
             return
         source = str(rec.get("source") or fmt)
         if fmt == "hh-rlhf":
@@ -215,18 +215,18 @@ class ParseInstructions(Stage):
             return
         for k, messages in enumerate(conversations):
             messages = with_system(messages, self.config.system_prompt)
-            yield reject({**base, **empty, "id": f"{line_id}-{k}", "kind": "sft", "format": fmt, "source": source,
-                          "messages": messages, "text": render(messages)}, None)
+            yield keep({**base, **empty, "id": f"{line_id}-{k}", "kind": "sft", "format": fmt, "source": source,
+                        "messages": messages, "text": render(messages)})
 
     def preference(self, base: Doc, empty: Doc, rec: dict, source: str) -> Doc:
         parsed = read_preference(rec)
         out = {**base, **empty, "kind": "preference", "format": "hh-rlhf", "source": source}
         if parsed is None:
-            return reject(out, "prompt_mismatch", "chosen and rejected dialogues differ before the last reply")
+            return drop(out, "prompt_mismatch", "chosen and rejected dialogues differ before the last reply")
         prompt, chosen, rejected = parsed
         prompt = with_system(prompt, self.config.system_prompt)
         text = render([*prompt, {"role": "assistant", "content": chosen}])
-        return reject({**out, "messages": prompt, "chosen": chosen, "rejected": rejected, "text": text}, None)
+        return keep({**out, "messages": prompt, "chosen": chosen, "rejected": rejected, "text": text})
 
 
 class EncodeChat(Mapper):
@@ -249,8 +249,8 @@ class EncodeChat(Mapper):
         out = {**doc, "input_ids": ids, "loss_mask": mask, "n_tokens": len(ids),
                "split": split_of(key, self.config.valid_fraction), "shuffle_key": key}
         if len(ids) > self.config.seq_len + 1:
-            return reject(out, "too_long", f"{len(ids)} tokens > seq_len + 1")
-        return reject(out, None)
+            return drop(out, "too_long", f"{len(ids)} tokens > seq_len + 1")
+        return keep(out)
 
 
 class EncodePreference(Mapper):
@@ -270,7 +270,7 @@ class EncodePreference(Mapper):
     def map(self, doc: Doc) -> Doc:
         ids = encode_preference(doc["messages"], doc["chosen"], doc["rejected"], self.tokenizer)
         split = split_of(hash_key(self.config.seed, doc["id"]), self.config.valid_fraction)
-        return reject({**doc, **ids, "split": split}, None)
+        return keep({**doc, **ids, "split": split})
 
 
 # ---------------------------------------------------------------- SFT packing

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, reject
+from stages.base import Doc, Mapper, drop, keep
 from common.recipe import require, require_positive
 
 WORD = re.compile(r"\w+")
@@ -60,7 +60,7 @@ class DecontamConfig:
 # ---------------------------------------------------------------- normalisation and hashing
 
 
-def words(text: str) -> list[tuple[str, int, int]]:
+def word_spans(text: str) -> list[tuple[str, int, int]]:
     """(case-folded word, start, end) for each word of `text`; offsets index the original string."""
     return [(m.group().casefold(), m.start(), m.end()) for m in WORD.finditer(text or "")]
 
@@ -141,7 +141,7 @@ def read_benchmark(spec: str) -> Iterator[tuple[str, list[str]]]:
 
 
 @dataclass
-class NgramIndex:
+class BenchmarkIndex:
     """Sorted n-gram hashes of the test items, each with the item it came from."""
 
     ngram: int
@@ -159,7 +159,7 @@ class NgramIndex:
         return np.nonzero(hit)[0], self.items[where[hit]]
 
 
-def build_index(benchmarks: dict[str, str], ngram: int = 13, min_short_words: int = 8) -> NgramIndex:
+def build_index(benchmarks: dict[str, str], ngram: int = 13, min_short_words: int = 8) -> BenchmarkIndex:
     """Reads every benchmark and hashes its items' n-grams (run once, on the driver)."""
     all_hashes, all_items, names, counts, short = [], [], [], {}, set()
     for bench, spec in sorted(benchmarks.items()):
@@ -178,12 +178,12 @@ def build_index(benchmarks: dict[str, str], ngram: int = 13, min_short_words: in
     hashes = np.concatenate(all_hashes) if all_hashes else np.zeros(0, np.uint64)
     items = np.concatenate(all_items) if all_items else np.zeros(0, np.int32)
     order = np.argsort(hashes, kind="stable")
-    return NgramIndex(ngram, hashes[order], items[order], names, tuple(sorted(short)), counts)
+    return BenchmarkIndex(ngram, hashes[order], items[order], names, tuple(sorted(short)), counts)
 
 
 def item_ngrams(text: str, n: int, min_short: int) -> tuple[np.ndarray, int]:
     """A test text's n-gram hashes; a short text (min_short <= words < n) gives its whole length."""
-    hashes = word_hashes(w for w, _, _ in words(text))
+    hashes = word_hashes(w for w, _, _ in word_spans(text))
     if len(hashes) >= n:
         return np.unique(ngram_hashes(hashes, n)), 0
     if len(hashes) >= min_short:
@@ -194,9 +194,9 @@ def item_ngrams(text: str, n: int, min_short: int) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------- matching and cutting
 
 
-def find_overlaps(text: str, index: NgramIndex) -> tuple[list[tuple[int, int]], list[str]]:
+def find_overlaps(text: str, index: BenchmarkIndex) -> tuple[list[tuple[int, int]], list[str]]:
     """Character spans of `text` covered by indexed n-grams, and the matched item names (sorted)."""
-    toks = words(text)
+    toks = word_spans(text)
     hashes = word_hashes(w for w, _, _ in toks)
     spans, items = [], set()
     for n in (index.ngram, *index.short_lengths):
@@ -245,10 +245,10 @@ class Decontaminate(Mapper):
         if config.mode not in ("drop", "cut"):
             raise ValueError(f"decontam.mode must be 'drop' or 'cut', got {config.mode!r}")
         self.config = config
-        self._index = index  # an NgramIndex, or a Spark broadcast of one (anything with `.value`)
+        self._index = index  # a BenchmarkIndex, or a Spark broadcast of one (anything with `.value`)
 
     @property
-    def index(self) -> NgramIndex:
+    def index(self) -> BenchmarkIndex:
         if self._index is None:
             self._index = build_index(self.config.benchmarks, self.config.ngram, self.config.min_short_words)
         return getattr(self._index, "value", self._index)
@@ -257,7 +257,7 @@ class Decontaminate(Mapper):
         text = doc.get("text") or ""
         spans, items = find_overlaps(text, self.index)
         if not spans:
-            return reject({**doc, "contam_benchmark": None, "contam_items": None, "contam_spans": 0}, None)
+            return keep({**doc, "contam_benchmark": None, "contam_items": None, "contam_spans": 0})
         bench = min(items).split(":", 1)[0]  # the first benchmark by name, for a stable reason
         out = {**doc, "contam_benchmark": bench, "contam_items": items[:self.config.max_items_reported],
                "contam_spans": len(spans)}
@@ -265,5 +265,5 @@ class Decontaminate(Mapper):
         if self.config.mode == "cut":
             pieces = cut_spans(text, spans, self.config)
             if pieces is not None:
-                return reject({**out, "text": "\n\n".join(pieces)}, None)
-        return reject(out, f"contam_{bench}", detail)
+                return keep({**out, "text": "\n\n".join(pieces)})
+        return drop(out, f"contam_{bench}", detail)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, reject
+from stages.base import Doc, Mapper, drop, keep
 from common.recipe import require
 
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
@@ -81,17 +81,16 @@ class Extractor(Mapper):
         out.update(title=None, date=None, host=host_of(doc.get("url")))
         html = doc.get("html")
         if html is None:
-            text = doc.get("text")
-            return reject(out, None if text else "no_text", None if text else "no html and no text")
+            return keep(out) if doc.get("text") else drop(out, "no_text", "no html and no text")
         try:
             out["text"], out["charset"] = decode_html(html, doc.get("charset"))
             self._extract(out, doc.get("url"))
         except Exception as err:  # trafilatura and lxml raise many types on hostile HTML
             out["text"] = None
-            return reject(out, "extract_error", f"{type(err).__name__}: {err}"[:500])
+            return drop(out, "extract_error", f"{type(err).__name__}: {err}"[:500])
         if not out["text"] or len(out["text"]) < self.config.min_text_chars:
-            return reject(out, "no_text", "trafilatura found no main text")
-        return reject(out, None)
+            return drop(out, "no_text", "trafilatura found no main text")
+        return keep(out)
 
     def _extract(self, out: Doc, url: str | None) -> None:
         result = self.bare_extraction(out["text"], url)

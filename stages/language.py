@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, reject
+from stages.base import Doc, Mapper, drop, keep
 from common.fs import shipped
 from common.recipe import require, require_fraction, require_positive
 
@@ -88,7 +88,7 @@ class LanguageId(Mapper):
         out = {**doc, "lang": lang, "lang_score": score}
         c = self.config
         if c.languages and lang not in c.languages:
-            return reject(out, "lang_not_kept", lang)
+            return drop(out, "lang_not_kept", lang)
         if score < c.thresholds.get(lang, c.min_score):
-            return reject(out, "low_lang_score", f"{lang} {score:.3f}")
-        return reject(out, None)
+            return drop(out, "low_lang_score", f"{lang} {score:.3f}")
+        return keep(out)

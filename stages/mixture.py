@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, Stage, reject
+from stages.base import Doc, Mapper, Stage, drop, keep
 from common.recipe import require
 from stages.tokenize.tokenizer import QwenTokenizer
 
@@ -160,10 +160,10 @@ class Repeat(Stage):
             factor = self.factors.get(group, 1.0)
             n = copies(factor, uniform(self.config.seed, doc["id"], math.floor(factor)), self.cuts.get(group))
             if n == 0:
-                yield reject({**doc, "orig_id": doc["id"], "epoch": 0}, "downsampled", f"repeat factor {factor:.4f}")
+                yield drop({**doc, "orig_id": doc["id"], "epoch": 0}, "downsampled", f"repeat factor {factor:.4f}")
             for epoch in range(n):
                 new_id = doc["id"] if epoch == 0 else f"{doc['id']}#{epoch}"
-                yield reject({**doc, "id": new_id, "orig_id": doc["id"], "epoch": epoch}, None)
+                yield keep({**doc, "id": new_id, "orig_id": doc["id"], "epoch": epoch})
 
 
 def calibrated_cuts(histograms: dict[Group, dict[int, float]], factors: dict[Group, float]) -> dict[Group, float]:

@@ -48,7 +48,7 @@ from warcio.bufferedreaders import DecompressingBufferedReader
 from warcio.recordloader import ArcWarcRecord
 from warcio.utils import BUFF_SIZE
 
-from stages.base import Doc, Stage, reject
+from stages.base import Doc, Drop, Stage, Verdict, drop, judged
 from common.fs import open_binary
 from common.recipe import require_positive
 
@@ -140,27 +140,27 @@ class WarcReader(Stage):
     def to_row(self, record: ArcWarcRecord, path: str) -> Doc:
         """Turns one record into a kept page row or a rejected row with a reason (no id, offset yet)."""
         row = _metadata(record, path, self.config.source)
-        reason, detail = self._judge(record, row)
-        if reason is None:
+        verdict = self._judge(record, row)
+        if verdict is None:
             try:
                 payload, complete = _read_payload(record, self.config.max_payload_bytes)
             except RecordTooLarge as err:
-                return reject(row, "too_large", str(err))
-            reason, detail = _payload_verdict(payload, complete, self.config.max_payload_bytes)
-            if reason is None:
+                return drop(row, "too_large", str(err))
+            verdict = _payload_verdict(payload, complete, self.config.max_payload_bytes)
+            if verdict is None:
                 _set_payload(row, record.rec_type, payload)
-        return reject(row, reason, detail)
+        return judged(row, verdict)
 
-    def _judge(self, record: ArcWarcRecord, row: Doc) -> tuple[str | None, str | None]:
+    def _judge(self, record: ArcWarcRecord, row: Doc) -> Verdict:
         if record.rec_type == "conversion" and self.config.keep_wet:
-            return None, None
+            return None
         if record.rec_type not in ("response", "resource"):
-            return "record_type", record.rec_type or "missing"
+            return Drop("record_type", record.rec_type or "missing")
         if record.rec_type == "response" and row["status"] not in self.config.keep_statuses:
-            return "http_status", "missing" if row["status"] is None else str(row["status"])
+            return Drop("http_status", "missing" if row["status"] is None else str(row["status"]))
         if row["content_type"] not in self.config.content_types:
-            return "content_type", row["content_type"] or "missing"
-        return None, None
+            return Drop("content_type", row["content_type"] or "missing")
+        return None
 
 
 class ReadLimit(Exception):
@@ -279,12 +279,12 @@ def _read_payload(record: ArcWarcRecord, limit: int) -> tuple[bytes, bool]:
     return payload, len(payload) > limit or remaining == 0
 
 
-def _payload_verdict(payload: bytes, complete: bool, limit: int) -> tuple[str | None, str | None]:
+def _payload_verdict(payload: bytes, complete: bool, limit: int) -> Verdict:
     if len(payload) > limit:
-        return "too_large", f">{limit} bytes"
+        return Drop("too_large", f">{limit} bytes")
     if not complete:
-        return "truncated_record", f"file ends inside the record after {len(payload)} payload bytes"
-    return None, None
+        return Drop("truncated_record", f"file ends inside the record after {len(payload)} payload bytes")
+    return None
 
 
 def _set_payload(row: Doc, rec_type: str, payload: bytes) -> None:
@@ -310,7 +310,7 @@ def _file_error(path: str, offset: int, reason: str, detail: str) -> Doc:
     row = {f.name: None for f in PAGE_FIELDS}
     row.update(warc_file=path, warc_offset=offset)
     row["id"] = hashlib.sha1(f"{path}\0{offset}\0{reason}".encode()).hexdigest()[:24]
-    return reject(row, reason, detail)
+    return drop(row, reason, detail)
 
 
 def _error_text(err: Exception) -> str:

@@ -20,13 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline import chat_shards, cli, io, runner, schemas
+from pipeline.io import KEPT
 from stages import synthesis
-from stages.base import Doc, Stage, reject
+from stages.base import Doc, Stage, drop, keep
 from stages.chatml import MESSAGES, EncodeChat, EncodePreference, MixConfig, encode_chat
 from stages.synthesis import Message, SynthConfig
 from stages.tokenize.tokenizer import IM_START_ID, QwenTokenizer
 
-KEPT = "drop_reason IS NULL"
 _MODELS: dict[tuple, object] = {}
 
 
@@ -144,8 +144,8 @@ class Synthesize(ModelStage):
                "verdicts": res["verdicts"], "kept": res["kept"], "chosen": [c for c, _ in res["pairs"]],
                "rejected": [r for _, r in res["pairs"]], "n_kept": len(res["kept"])}
         if res["kept"]:
-            return reject(out, None)
-        return reject(out, "no_good_sample", f"0 of {len(res['samples'])} samples passed")
+            return keep(out)
+        return drop(out, "no_good_sample", f"0 of {len(res['samples'])} samples passed")
 
 
 # ---------------------------------------------------------------- flattening and shards

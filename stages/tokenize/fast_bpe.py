@@ -13,12 +13,25 @@ the `regex` package's Unicode data; the code points recent Unicode versions adde
 older (tests/stages/test_fast_bpe.py checks every code point in several contexts). Lone surrogates become
 U+FFFD first, as in tiktoken's `encode_ordinary`. Without the built module (no compiler at set-up, or
 a cluster environment without it) the encoder is tiktoken: the same ids, slower; `.native` says which.
+
+Building and calibrating the table takes about a second, so it is cached beside the ranks file
+(assets/qwen.tiktoken.classes), written by `make setup` (tools/assets.py) and before each cluster submit
+(tools/dist.py ships it in assets.tar.gz); a process then only reads it. The cache is keyed by what the
+table depends on (`table_key`: the ranks file, this builder's source, the built C module, the Unicode
+versions of regex, unicodedata and tiktoken) and checksummed: a stale, truncated or foreign cache is
+never used; the process warns, builds the table itself and rewrites the cache (atomically) for the next.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +104,128 @@ def char_classes(module, tokens: list[bytes], reference) -> bytes:
     return table.tobytes()
 
 
+CACHE_MAGIC = b"qwenforge char classes v1"   # the cache file's first line; a new layout gets a new one
+
+
+def cache_path(ranks: Path) -> Path:
+    """Where the calibrated class table of a ranks file is cached: beside it, `<ranks name>.classes`."""
+    return ranks.with_name(ranks.name + ".classes")
+
+
+def table_key(module, ranks: Path) -> dict[str, str]:
+    """What the calibrated table depends on: the ranks, the code that builds it (its source, so any edit
+    counts), the C encoder it was calibrated with, and the Unicode data of regex, unicodedata and tiktoken.
+    OSError when the builder's source cannot be read (then no cache is trusted)."""
+    import inspect
+    import unicodedata
+
+    import regex
+    import tiktoken
+
+    builder = "".join(map(inspect.getsource, (unicode_classes, char_classes))) + repr((LETTER, NUMBER, SPACE,
+                                                                                        WHITE_SPACE, PROBES))
+    digest = lambda data: hashlib.sha256(data).hexdigest()
+    return {"ranks": digest(ranks.read_bytes()), "builder": digest(builder.encode()),
+            "module": digest(Path(module.__file__).read_bytes()), "regex": regex.__version__,
+            "unicodedata": unicodedata.unidata_version, "tiktoken": tiktoken.__version__}
+
+
+def read_cache(path: Path, key: dict[str, str]) -> bytes | None:
+    """The class table cached at `path`, if it is whole and was built under `key`; else None (with a
+    warning when a cache is there but stale or corrupt)."""
+    try:
+        magic, header, payload = path.read_bytes().split(b"\n", 2)
+        meta = json.loads(header)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):   # unreadable, or too few lines or a garbled header: truncated or foreign
+        meta = None
+    if not isinstance(meta, dict) or magic != CACHE_MAGIC:
+        problem = "not a class table cache (corrupt, or another layout)"
+    elif meta.get("key") != key:
+        problem = "stale (built for another ranks file, builder, C module or Unicode version)"
+    elif hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
+        problem = "corrupt (truncated or changed: checksum mismatch)"
+    else:
+        table = zlib.decompress(payload)
+        if len(table) == 0x110000:
+            return table
+        problem = "corrupt (wrong size)"
+    log.warning("class table cache %s is %s; building the table in this process", path, problem)
+    return None
+
+
+def write_cache(path: Path, key: dict[str, str], table: bytes) -> Path:
+    """Writes the cache atomically: a temporary file in the same folder, flushed, then renamed over `path`,
+    so a reader sees the old cache or the whole new one, and a crash leaves no partial file."""
+    payload = zlib.compress(table, 9)   # ~3 KB: the table is mostly zeros
+    header = json.dumps({"key": key, "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\n".join((CACHE_MAGIC, header.encode(), payload)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o644)   # mkstemp's 0600 would hide it from other users of a shared assets/
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def class_table(module, ranks: Path, tokens: list[bytes], reference: Callable[[], object],
+                strict: bool = False) -> bytes:
+    """The calibrated class table: from the cache beside `ranks` when it is valid, else built here (~1 s)
+    and cached for the next process. `reference()` gives the tiktoken encoding to calibrate against (only
+    called to build). `strict`: a cache that cannot be keyed or written is an error (set-up), not a
+    warning (a worker, whose assets folder may be read-only)."""
+    try:
+        key = table_key(module, ranks)
+    except OSError as error:
+        if strict:
+            raise
+        log.warning("cannot key the class table cache (%s); building the table in this process", error)
+        return char_classes(module, tokens, reference())
+    path = cache_path(ranks)
+    table = read_cache(path, key)
+    if table is None:
+        table = char_classes(module, tokens, reference())
+        try:
+            write_cache(path, key, table)
+        except OSError as error:
+            if strict:
+                raise
+            log.warning("cannot write the class table cache %s (%s); each process will build it", path, error)
+    return table
+
+
+def ensure_cache(ranks_path: str) -> Path | None:
+    """Makes sure the class table cache beside the ranks file is valid, building it if it is missing or
+    stale; returns its path, or None when the C module is not built (nothing to cache)."""
+    from stages.tokenize.tokenizer import load_encoding
+
+    module, ranks = _native_module(), Path(shipped(ranks_path))
+    if module is None:
+        return None
+    class_table(module, ranks, rank_tokens(ranks_path), lambda: load_encoding(ranks_path), strict=True)
+    return cache_path(ranks)
+
+
+def rank_tokens(ranks_path: str) -> list[bytes]:
+    """tokens[rank]: the bytes of each mergeable token of the ranks file."""
+    from stages.tokenize.tokenizer import load_encoding, read_ranks
+
+    path = Path(shipped(ranks_path))
+    if not path.exists():
+        load_encoding(ranks_path)   # raises its "not found: run `make setup`" error
+    ranks = read_ranks(path)
+    tokens = [b""] * len(ranks)
+    for token, rank in ranks.items():
+        tokens[rank] = token
+    return tokens
+
+
 def _native_module():
     try:
         from stages.tokenize import _qwen_bpe
@@ -107,20 +242,24 @@ class FastEncoder:
     with `native=False` (or no built module) tiktoken itself computes them."""
 
     def __init__(self, ranks_path: str, native: bool = True):
-        from stages.tokenize.tokenizer import load_encoding, read_ranks
-
-        self.reference = load_encoding(ranks_path)
+        self.ranks_path = ranks_path
         module = _native_module() if native else None
         self.native = None
         if module is None:
             if native:
                 log.warning("stages.tokenize._qwen_bpe is not built (run `make setup`); tokenizing with tiktoken")
             return
-        ranks = getattr(self.reference, "_mergeable_ranks", None) or read_ranks(Path(shipped(ranks_path)))
-        tokens = [b""] * len(ranks)
-        for token, rank in ranks.items():
-            tokens[rank] = token
-        self.native = module.Encoder(tokens, char_classes(module, tokens, self.reference))
+        tokens = rank_tokens(ranks_path)
+        table = class_table(module, Path(shipped(ranks_path)), tokens, lambda: self.reference)
+        self.native = module.Encoder(tokens, table)
+
+    @functools.cached_property
+    def reference(self):
+        """The tiktoken encoding: the fallback, and what the table is calibrated against (loaded on first use:
+        with a valid cache the native encoder never needs it)."""
+        from stages.tokenize.tokenizer import load_encoding
+
+        return load_encoding(self.ranks_path)
 
     def encode(self, text: str) -> np.ndarray:
         try:

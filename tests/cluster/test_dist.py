@@ -14,6 +14,7 @@ import zipfile
 import pytest
 from packaging.requirements import Requirement
 
+from stages.tokenize import fast_bpe
 from tools import dist
 
 ROOT = dist.ROOT
@@ -31,14 +32,18 @@ def test_code_zip_is_reproducible_and_importable(tmp_path):
     code = "import stages.tokenize.tokenizer, jobs.langid; print(stages.tokenize.tokenizer.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(a)},
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"{a}/stages/tokenizer.py"
+    assert out.strip() == f"{a}/stages/tokenize/tokenizer.py"
 
 
 def test_assets_archive_holds_the_model_files_at_its_top(tmp_path):
+    """The model files and the fast encoder's class table cache, valid for this checkout."""
     archive = dist.build_assets(tmp_path / "assets.tar.gz")
     with tarfile.open(archive) as tar:
         members = {m.name: m.size for m in tar.getmembers()}
-    assert members == {name: (ROOT / "assets" / name).stat().st_size for name in dist.ASSETS}
+    module, ranks = fast_bpe._native_module(), ROOT / "assets" / "qwen.tiktoken"
+    names = [*dist.ASSETS, *(["qwen.tiktoken.classes"] if module else [])]   # no C module: no table to ship
+    assert members == {name: (ROOT / "assets" / name).stat().st_size for name in names}
+    assert not module or fast_bpe.read_cache(fast_bpe.cache_path(ranks), fast_bpe.table_key(module, ranks))
 
 
 def test_runtime_closure_is_the_project_dependencies_without_training_and_spark():

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from training import train
+from training import loop, train
 from training.data import StepLoader
 
 
@@ -37,15 +37,15 @@ def record_rows(path: str) -> None:
 
 
 def kill_after(step: int) -> None:
-    real = train.Trainer.train_step
+    real = loop.Trainer._timed_step
 
-    def train_step(self):
+    def timed_step(self):
         record = real(self)
         if self.step == step:
             os.kill(os.getpid(), signal.SIGKILL)
         return record
 
-    train.Trainer.train_step = train_step
+    loop.Trainer._timed_step = timed_step
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from bench.data import article_pages
 from jobs import quality, train_quality
 from pipeline import io, runner
 from stages.extract import Extractor, decode_html
-from stages.quality.rules import C4Config, RulesConfig
-from stages.quality.classifier import QualityConfig, QualityFilter, boilerplate_text, visible_blocks
+from stages.quality.c4 import C4Config
+from stages.quality.classifier import boilerplate_text, visible_blocks
+from stages.quality.filter import QualityConfig, QualityFilter, RulesConfig
 from stages.warc import WarcReader
 
 pytestmark = pytest.mark.spark
@@ -76,7 +77,7 @@ def test_quality_job_scores_and_filters(spark, tmp_path, shared_data, classifier
 
     # The same rows on a plain list as through Spark.
     stage = QualityFilter(QualityConfig(classifier=str(model), min_quality_score=0.5),
-                          RulesConfig(c4_quality=C4Config(min_sentences=3)))
+                          RulesConfig(configs={"c4_quality": C4Config(min_sentences=3)}))
     frame = io.read_stage(spark, docs)
     via_spark = sorted((r.asDict() for r in runner.apply(frame, stage).collect()), key=lambda r: r["id"])
     via_list = sorted(stage.run([r.asDict() for r in frame.collect()]), key=lambda r: r["id"])

@@ -36,7 +36,7 @@ class Exploding(Filter):
     def __init__(self, exc: BaseException):
         self.exc = exc
 
-    def keep(self, doc):
+    def verdict(self, doc):
         raise self.exc
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import io, runner, schemas
-from stages.base import Filter
+from stages.base import Drop, Filter
 
 pytestmark = pytest.mark.spark
 
@@ -16,8 +16,8 @@ pytestmark = pytest.mark.spark
 class EvenOnly(Filter):
     name = "even"
 
-    def keep(self, doc):
-        return doc["n"] % 2 == 0, "odd", f"n={doc['n']}"
+    def verdict(self, doc):
+        return None if doc["n"] % 2 == 0 else Drop("odd", f"n={doc['n']}")
 
 
 def numbers(spark, count: int):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import UserError, cli_main
-from pipeline.config import Recipe
+from pipeline.config import load_recipe
 from common.recipe import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,22 +81,22 @@ def test_bad_recipe_files_are_config_errors_naming_the_file(tmp_path, case):
     text, message = BAD_RECIPES[case]
     path = recipe(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        Recipe.load(path)
+        load_recipe(path)
     assert message in str(err.value) and (case == "unknown table" or path in str(err.value))
 
 
 def test_a_folder_or_a_missing_file_as_recipe(tmp_path):
     with pytest.raises(ConfigError, match="is not a file"):
-        Recipe.load(tmp_path)
+        load_recipe(tmp_path)
     with pytest.raises(ConfigError, match="recipe not found"):
-        Recipe.load(tmp_path / "missing.toml")
+        load_recipe(tmp_path / "missing.toml")
 
 
 def test_a_base_inside_the_recipe_folder_or_the_project_recipes_is_read(tmp_path):
     recipe(tmp_path, "[extract]\nmin_text_chars = 9\n", "parent.toml")
-    assert Recipe.load(recipe(tmp_path, 'base = "parent.toml"\n')).section("extract").min_text_chars == 9
-    demo = Recipe.load(recipe(tmp_path, 'base = "demo.toml"\n'))   # pipeline/recipes/demo.toml, by name
-    assert demo.section("extract") == Recipe.load(ROOT / "pipeline/recipes/demo.toml").section("extract")
+    assert load_recipe(recipe(tmp_path, 'base = "parent.toml"\n')).section("extract").min_text_chars == 9
+    demo = load_recipe(recipe(tmp_path, 'base = "demo.toml"\n'))   # pipeline/recipes/demo.toml, by name
+    assert demo.section("extract") == load_recipe(ROOT / "pipeline/recipes/demo.toml").section("extract")
 
 
 OUT_OF_RANGE = [
@@ -118,7 +118,7 @@ OUT_OF_RANGE = [
 @pytest.mark.parametrize("override,message", OUT_OF_RANGE)
 def test_values_are_validated_where_the_dataclass_is_defined(override, message):
     with pytest.raises(ConfigError) as err:
-        Recipe.load(None, [override])
+        load_recipe(None, [override])
     assert message in str(err.value)
 
 

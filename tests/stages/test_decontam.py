@@ -13,7 +13,7 @@ import pytest
 
 from bench.data import article_pages
 from stages.decontam import (DecontamConfig, Decontaminate, build_index, cut_spans, find_overlaps, ngram_hashes,
-                             read_benchmark, word_hashes, words)
+                             read_benchmark, word_hashes, word_spans)
 
 N = 13
 
@@ -35,7 +35,7 @@ def articles(shared_data):
 
 def test_words_keep_offsets_and_fold_case():
     text = "Janet’s DUCKS lay 16 eggs."
-    assert [(w, text[s:e]) for w, s, e in words(text)] == [
+    assert [(w, text[s:e]) for w, s, e in word_spans(text)] == [
         ("janet", "Janet"), ("s", "s"), ("ducks", "DUCKS"), ("lay", "lay"), ("16", "16"), ("eggs", "eggs")]
 
 
@@ -99,7 +99,7 @@ def format_edit(text: str, rng: random.Random) -> str:
 def word_edit(text: str, rng: random.Random) -> str | None:
     """One word replaced at a random place; only for items long enough for a 13-gram to survive."""
     toks = text.split(" ")
-    if len(words(text)) < 2 * N + 1 or len(toks) < 2 * N + 1:
+    if len(word_spans(text)) < 2 * N + 1 or len(toks) < 2 * N + 1:
         return None
     at = rng.randrange(len(toks))
     return " ".join(toks[:at] + ["zebra"] + toks[at + 1:])
@@ -111,7 +111,7 @@ def planted_docs(index, data, articles, per_bench=250, seed=0):
         items = list(read_benchmark(spec))
         for item_id, texts in rng.sample(items, min(per_bench, len(items))):
             text = "\n".join(texts)
-            if len(words(text)) < index.short_lengths[0]:
+            if len(word_spans(text)) < index.short_lengths[0]:
                 continue  # under min_short_words: by design not indexed
             for kind, version in (("verbatim", text), ("format", format_edit(text, rng)), ("word", word_edit(text, rng))):
                 if version is not None:

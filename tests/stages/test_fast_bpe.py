@@ -1,19 +1,25 @@
 """The fast encoder gives exactly tiktoken's ids: every code point in many contexts, real text, random mixes,
-generated text (hypothesis); and it stays near tiktoken's time on hostile input (long pieces)."""
+generated text (hypothesis); it stays near tiktoken's time on hostile input (long pieces); and its class
+table cache is used only when valid (stale or corrupt ones are rebuilt) and written atomically."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import random
+import shutil
 import string
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.tokenize.fast_bpe import LETTER, NUMBER, PROBES, SPACE, fast_encoder, unicode_classes
+from stages.tokenize import fast_bpe
+from stages.tokenize.fast_bpe import LETTER, NUMBER, PROBES, SPACE, FastEncoder, fast_encoder, unicode_classes
 from stages.tokenize.packing import DocEncoder, TokenizeConfig
 from stages.tokenize.tokenizer import QwenTokenizer
 
@@ -160,3 +166,132 @@ def test_generated_text_gives_tiktoken_ids(fast, tok, text):
         assert ids == expected
     clean = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     assert tok.encoding.decode_bytes(ids) == clean.encode()
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory, tok, fast):
+    """A copy of the ranks file with a class table cache beside it (built once: about a second)."""
+    ranks = tmp_path_factory.mktemp("assets") / "qwen.tiktoken"
+    shutil.copy(tok.path, ranks)
+    assert fast_bpe.ensure_cache(str(ranks)) == fast_bpe.cache_path(ranks)
+    return ranks
+
+
+def copy_of(ranks, folder):
+    """The ranks file and its cache in another folder, free to damage."""
+    folder.mkdir()
+    for path in (ranks, fast_bpe.cache_path(ranks)):
+        shutil.copy(path, folder)
+    return folder / ranks.name
+
+
+def key_of(ranks):
+    return fast_bpe.table_key(fast_bpe._native_module(), ranks)
+
+
+def test_cache_hit_gives_tiktoken_ids(cached, tok, monkeypatch):
+    """With a valid cache nothing is built (char_classes is never called) and the ids are tiktoken's: on the
+    code points whose class calibration decides, in every context, and on random mixtures of the hard cases."""
+    @functools.wraps(fast_bpe.char_classes)   # so the key, which hashes the builder's source, stays the same
+    def never(*args):
+        pytest.fail("built the table despite the cache")
+    monkeypatch.setattr(fast_bpe, "char_classes", never)
+    encoder = FastEncoder(str(cached))
+    assert encoder.native is not None and "reference" not in vars(encoder)   # tiktoken not even loaded
+    _, disputed = unicode_classes()
+    assert len(disputed) > 100
+    for start in range(0, len(disputed), 256):
+        text = "|".join(ctx.format(c=chr(c)) for c in disputed[start:start + 256].tolist() for ctx in CONTEXTS)
+        assert same(encoder, tok, text)
+    rng, alphabet = random.Random(1), [" ", "\n", "'s", "ab", "123", "中文", "🙂", "!!", "\u3000", "x" * 70]
+    for _ in range(300):
+        assert same(encoder, tok, "".join(rng.choices(alphabet, k=rng.randint(1, 30))))
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    head = data.index(b"\n", len(fast_bpe.CACHE_MAGIC) + 1) + 1   # where the compressed table starts
+    path.write_bytes({"truncated": data[:-50], "cut in the header": data[:head - 20], "empty": b"",
+                      "flipped byte": data[:head + 5] + bytes([data[head + 5] ^ 1]) + data[head + 6:],
+                      "foreign file": b"not a cache\n{}\nat all", "other layout": b"qwenforge char classes v0" +
+                      data[len(fast_bpe.CACHE_MAGIC):]}[how])
+
+
+@pytest.mark.parametrize("how", ["truncated", "cut in the header", "empty", "flipped byte", "foreign file",
+                                 "other layout"])
+def test_corrupt_cache_is_detected(cached, tmp_path, caplog, how):
+    ranks = copy_of(cached, tmp_path / "a")
+    damage(fast_bpe.cache_path(ranks), how)
+    with caplog.at_level(logging.WARNING, "stages.tokenize.fast_bpe"):
+        assert fast_bpe.read_cache(fast_bpe.cache_path(ranks), key_of(ranks)) is None
+    assert "class table cache" in caplog.text and ("corrupt" in caplog.text or "not a class table" in caplog.text)
+
+
+@pytest.mark.parametrize("field", ["ranks", "builder", "module", "regex", "unicodedata", "tiktoken"])
+def test_stale_cache_is_detected(cached, caplog, field):
+    """A cache built for another ranks file, another version of the table builder, another build of the C
+    module or other Unicode data is stale, however whole it is."""
+    key = {**key_of(cached), field: "something else"}
+    with caplog.at_level(logging.WARNING, "stages.tokenize.fast_bpe"):
+        assert fast_bpe.read_cache(fast_bpe.cache_path(cached), key) is None
+    assert "stale" in caplog.text
+
+
+def test_key_follows_the_ranks_file_and_the_builder_code(cached, tmp_path, monkeypatch):
+    before = key_of(cached)
+    other = copy_of(cached, tmp_path / "a")
+    other.write_bytes(b"\n".join(other.read_bytes().splitlines()[:-3]))   # another ranks file, the same name
+    assert key_of(other)["ranks"] != before["ranks"]
+    assert fast_bpe.read_cache(fast_bpe.cache_path(other), key_of(other)) is None   # the copied cache is stale
+    monkeypatch.setattr(fast_bpe, "PROBES", [*PROBES, "{c}?"])   # the builder changed
+    assert key_of(cached)["builder"] != before["builder"]
+
+
+def test_damaged_cache_is_rebuilt_and_rewritten(cached, tmp_path, tok, caplog):
+    ranks = copy_of(cached, tmp_path / "a")
+    damage(fast_bpe.cache_path(ranks), "truncated")
+    with caplog.at_level(logging.WARNING, "stages.tokenize.fast_bpe"):
+        encoder = FastEncoder(str(ranks))
+    assert "corrupt" in caplog.text and same(encoder, tok, "rebuilt: x\u0295y 12 \U0001e030 «»")
+    assert fast_bpe.cache_path(ranks).read_bytes() == fast_bpe.cache_path(cached).read_bytes()
+
+
+def test_missing_unwritable_cache_builds_in_process(cached, tmp_path, tok, caplog, monkeypatch):
+    """No cache and a folder it cannot be written to (a read-only assets archive): the table is built in the
+    process, with a warning, as before there was a cache."""
+    ranks = tmp_path / cached.name
+    shutil.copy(cached, ranks)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+    monkeypatch.setattr(fast_bpe.tempfile, "mkstemp", refuse)
+    with caplog.at_level(logging.WARNING, "stages.tokenize.fast_bpe"):
+        encoder = FastEncoder(str(ranks))
+    assert encoder.native is not None and same(encoder, tok, "built here: don't 12 中文")
+    assert "cannot write the class table cache" in caplog.text and not fast_bpe.cache_path(ranks).exists()
+    with pytest.raises(PermissionError):   # set-up (tools/assets.py, tools/dist.py) must not go on without it
+        fast_bpe.ensure_cache(str(ranks))
+
+
+def test_cache_write_is_atomic(cached, tmp_path, monkeypatch):
+    """The table is written whole to a temporary file in the same folder, then renamed over the cache; a
+    failure before the rename leaves the old cache as it was and no temporary file."""
+    ranks = copy_of(cached, tmp_path / "a")
+    path, key = fast_bpe.cache_path(ranks), key_of(ranks)
+    old, table = path.read_bytes(), fast_bpe.read_cache(path, key)
+    renames, real_replace = [], os.replace
+
+    def checked_replace(src, dst):   # what is renamed: a whole cache, readable by others, in the same folder
+        renames.append((os.path.dirname(src), fast_bpe.read_cache(Path(src), key), os.stat(src).st_mode & 0o777))
+        real_replace(src, dst)
+    monkeypatch.setattr(fast_bpe.os, "replace", checked_replace)
+    fast_bpe.write_cache(path, key, table)
+    assert renames == [(str(path.parent), table, 0o644)]
+    assert path.read_bytes() == old and sorted(os.listdir(path.parent)) == sorted([ranks.name, path.name])
+
+    def crash(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(fast_bpe.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        fast_bpe.write_cache(path, {**key, "ranks": "new"}, table)
+    assert path.read_bytes() == old and sorted(os.listdir(path.parent)) == sorted([ranks.name, path.name])

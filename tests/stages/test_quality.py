@@ -9,9 +9,12 @@ import pytest
 
 from bench.data import article_pages
 from stages.extract import Extractor
-from stages.quality.rules import (C4Config, C4Quality, FineWebQuality, GopherQuality, GopherQualityConfig,
-                            GopherRepetition, QualityRules, RulesConfig, TextView, repeated_ngram_chars,
-                            sentence_count, top_ngram_chars, words)
+from stages.quality.c4 import C4Config, C4Quality
+from stages.quality.filter import QualityConfig, QualityFilter, QualityRules, RulesConfig
+from stages.quality.fineweb import FineWebQuality
+from stages.quality.gopher import GopherQuality, GopherQualityConfig, GopherRepetition
+from stages.quality.ngrams import repeated_ngram_chars, top_ngram_chars
+from stages.quality.words import TextView, sentence_count, word_tokens
 from stages.warc import WarcReader
 
 
@@ -72,13 +75,13 @@ def test_word_split_matches_spacy_on_common_english():
     from datatrove.utils.text import split_into_words
 
     text = 'He said: "Don\'t go!" It\'s well-known (e.g. in the U.S.) that 3.5% of $100,000... isn\'t much.'
-    assert words(text) == split_into_words(text)
+    assert word_tokens(text) == split_into_words(text)
 
 
 def test_cjk_words_are_characters():
-    assert words("我们喜欢 Python 编程。", "zh") == ["我", "们", "喜", "欢", "Python", "编", "程", "。"]
-    assert words("日本語のテキスト", "ja") == list("日本語のテキスト")
-    assert words("我们喜欢编程", "en") == ["我们喜欢编程"]  # other languages: whitespace and punctuation only
+    assert word_tokens("我们喜欢 Python 编程。", "zh") == ["我", "们", "喜", "欢", "Python", "编", "程", "。"]
+    assert word_tokens("日本語のテキスト", "ja") == list("日本語のテキスト")
+    assert word_tokens("我们喜欢编程", "en") == ["我们喜欢编程"]  # other languages: whitespace and punctuation only
 
 
 def test_gopher_quality_hand_cases():
@@ -112,7 +115,7 @@ def test_c4_rules():
     assert C4Quality().check(TextView(menu)) == ("c4_too_few_sentences", "1")
     verdict, kept = C4Quality(C4Config(min_sentences=1)).judge(TextView(menu))
     assert verdict is None and kept == [good.split("\n")[0]]
-    assert sentence_count(words("One here. Two there! Three?")) == 3
+    assert sentence_count(word_tokens("One here. Two there! Three?")) == 3
 
 
 def test_fineweb_rules():
@@ -134,6 +137,16 @@ def test_combined_rules_add_signals_and_first_reason():
     assert rows[0]["mean_word_length"] == pytest.approx(sum(map(len, sentence[:-1].split())) / 11)
     with pytest.raises(ValueError):
         QualityRules(RulesConfig(rules=("gopher_quality", "nope")))
+
+
+def test_quality_filter_uses_the_rules_it_is_given():
+    doc = {"id": "a", "text": "the cat and the dog sat with a friend of mine. " * 4}  # 44 words < 50
+    only_gopher = QualityConfig(rules=("gopher_quality",))
+    assert QualityFilter(only_gopher).run([doc])[0]["drop_reason"] == "gopher_short_doc"
+    loose = RulesConfig(rules=("gopher_quality",), configs={"gopher_quality": GopherQualityConfig(min_doc_words=40)})
+    assert QualityFilter(only_gopher, loose).run([doc])[0]["drop_reason"] is None
+    with pytest.raises(ValueError, match="differ"):
+        QualityFilter(QualityConfig(), loose)  # quality.rules names all four: no silent choice
 
 
 def test_roc_auc_equals_pairwise_definition():

@@ -1,7 +1,7 @@
 """Alignment stages resume exactly: a run stopped after a checkpoint (the newer checkpoint lost, as
 when a run is killed between checkpoints) and started again with --resume ends with the same weights as
 an unbroken run, and its metrics.jsonl holds every step once. SFT (with gradient accumulation), DPO and
-the reward model go through align.Loop (the reward model is not a bare Qwen), online DPO adds its round
+the reward model go through training.loop.Trainer (the reward model is not a bare Qwen), online DPO adds its round
 state (a checkpoint in the middle of a round), PPO its critic, second optimizer, KL controller, prompt
 stream and sampler."""
 from __future__ import annotations
@@ -20,7 +20,12 @@ from tests.training.align_testlib import (END, rule_pairs, save_tiny_model, tiny
 from tests.training.test_ppo import PAD, STOP, VOCAB, tiny_model
 from tests.training.test_ppo import write_preference_shards as write_prompt_shards
 from training.align import dpo, online_dpo, ppo, reward, sft
-from training.align.common import RECIPES, restore_checkpoint, save_checkpoint
+from common.recipe import Recipe
+from training.align.base import AlignConfig
+from training.cli import RECIPES
+from training.dist import Env
+from training.loop import Phase, Trainer
+from training.optim import OptimConfig
 from training.model.checkpoint import list_checkpoints, save_model
 from training.model.qwen import Qwen
 from training.align.reward import RewardModel, save_reward_model
@@ -29,7 +34,7 @@ STEPS = ["train.steps=4", "train.save_every=2", "train.eval_every=2", "train.dev
 
 
 def prepared(tmp_path):
-    init = save_tiny_model(tmp_path / "init")
+    save_tiny_model(tmp_path / "init")
     torch.manual_seed(1)
     save_reward_model(RewardModel(Qwen(tiny_config())), tmp_path / "rm")
     write_preference_shards(tmp_path / "pref", {"train": rule_pairs(32, 0), "valid": rule_pairs(4, 1)})
@@ -95,10 +100,17 @@ def test_a_resumed_run_equals_an_unbroken_one(tmp_path, stage):
 def test_a_checkpoint_restores_the_global_rngs(tmp_path):
     """No stage above draws from the global RNGs (their samplers are checkpointed generators), so this
     is checked directly: what torch, numpy and random give after a restore is what they gave after the save."""
-    model = Qwen(tiny_config())
-    save_checkpoint(tmp_path, 1, model, {}, keep_last=1)
+    phase = Phase()
+    phase.model, phase.cfg = Qwen(tiny_config()), tiny_config()
+    recipe = Recipe("", {"train": AlignConfig(device="cpu"), "optim": OptimConfig()})
+    trainer = Trainer(phase, recipe, Env(), tmp_path)
+    trainer.setup(resume=False)
+    trainer.step = 1
+    trainer.save()
     after_save = (torch.rand(3), np.random.rand(), random.random())
     torch.rand(5), np.random.rand(), random.random()
-    assert restore_checkpoint(tmp_path, model, {}) == 1
-    again = (torch.rand(3), np.random.rand(), random.random())
-    assert torch.equal(after_save[0], again[0]) and after_save[1:] == again[1:]
+    again = Trainer(phase, recipe, Env(), tmp_path)
+    again.setup(resume=True)
+    assert again.step == 1
+    drawn = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(after_save[0], drawn[0]) and after_save[1:] == drawn[1:]

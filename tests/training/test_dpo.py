@@ -9,7 +9,7 @@ import pytest
 
 from tests.training.align_testlib import rule_pairs, save_tiny_model, write_preference_shards
 from training.align import dpo
-from training.align.common import RECIPES
+from training.cli import RECIPES
 
 
 def run_dpo(tmp_path, name, *sets):

@@ -1,4 +1,4 @@
-"""Alignment losses against hand-computed values, and the shared log-prob / batch helpers of training/align/common.py."""
+"""Alignment losses against hand-computed values, and the shared log-prob / batch helpers of training/loop.py."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from training.align.common import collate_pairs, concat_right_pad, hidden_states, sequence_logprob, token_logprobs
+from training.align.base import collate_pairs, concat_right_pad, sequence_logprob, token_logprobs
 from training.losses import IGNORE, bradley_terry_loss, dpo_loss, sft_loss
 from training.model.qwen import ModelConfig, Qwen
 
@@ -81,7 +81,7 @@ def test_token_and_sequence_logprobs_agree_with_log_softmax():
         lp = token_logprobs(model, ids)
         ref = torch.log_softmax(model(ids).logits[:, :-1].double(), -1).gather(-1, ids[:, 1:, None])[..., 0]
         seq = sequence_logprob(model, ids, mask)
-        h = hidden_states(model, ids)
+        h = model(ids, return_hidden=True).hidden
     assert lp.shape == (2, 4) and lp.dtype == torch.float32
     torch.testing.assert_close(lp.double(), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(seq.double(), (ref * mask[:, 1:]).sum(1), atol=1e-5, rtol=1e-5)

@@ -7,7 +7,10 @@ import torch
 
 from tests.training.align_testlib import END, rule_pairs, save_tiny_model, tiny_config, write_preference_shards
 from training.align import online_dpo
-from training.align.common import RECIPES, LoopConfig, load_policy, load_reference
+from training.align.base import load_policy
+from training.cli import RECIPES, load_recipe
+from training.dist import Env
+from training.loop import step_rows
 from training.model.qwen import Qwen
 from training.align.reward import RewardModel, save_reward_model, score
 
@@ -36,15 +39,16 @@ def setup(tmp_path):
 def test_round_pairs_are_best_and_worst_by_reward(tmp_path):
     init, rm_path, _ = setup(tmp_path)
     from training.align.reward import load_reward_model
-    policy, rm = load_policy(init), load_reward_model(rm_path)
-    cfg = online_dpo.OnlineConfig(prompts_per_round=4, samples_per_prompt=4, max_new_tokens=6, pad_id=0,
-                                  stop_tokens=(END,))
-    prompts = [p["prompt_ids"] for p in rule_pairs(8, 3)]
-    rounds = online_dpo.Rounds(policy, load_reference(init), rm, prompts, cfg, LoopConfig(seed=5), "cpu")
+    recipe = load_recipe(RECIPES / "online_dpo.toml", online_dpo.SECTIONS, [
+        f"train.init='{init}'", f"train.reward='{rm_path}'", f"data.root='{tmp_path / 'pref'}'", "train.seed=5",
+        "train.device='cpu'", "online.prompts_per_round=4", "online.samples_per_prompt=4",
+        "online.max_new_tokens=6", "online.pad_id=0", f"online.stop_tokens=[{END}]"])
+    rounds = online_dpo.OnlineDPO(recipe, Env())
+    rounds.prompts = prompts = [p["prompt_ids"] for p in rule_pairs(8, 3)]
     rounds.collect(0)
-    again = online_dpo.Rounds(policy, None, rm, prompts, cfg, LoopConfig(seed=5), "cpu")
-    round_prompts = online_dpo.batches(prompts, 4, 5, 0)
-    samples, _ = online_dpo.sample_and_score(policy, rm, round_prompts, cfg, again.generator)
+    policy, rm, cfg = load_policy(init), load_reward_model(rm_path), recipe.online
+    round_prompts = step_rows(prompts, 4, 5, 0)
+    samples, _ = online_dpo.sample_and_score(policy, rm, round_prompts, cfg, torch.Generator().manual_seed(5))
     assert len(rounds.pairs) == 4
     for prompt, replies, pair in zip(round_prompts, samples, rounds.pairs):
         alone = [float(score(rm, [prompt], [r])[0]) for r in replies]   # each sample scored on its own

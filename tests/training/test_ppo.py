@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from training.align.common import load_recipe
+from training.cli import load_recipe
+from training.dist import Env
+from training.loop import Trainer
 from training.model.checkpoint import load_model, save_model
 from training.model.flavors import FLAVORS
 from training.model.qwen import ModelConfig, Qwen
-from training.align.ppo import (SECTIONS, KLController, PPOTrainer, gae, kl_penalised_rewards, load_scorer, main,
-                          policy_loss, train, value_loss, whiten)
+from training.align.ppo import (PPO, SECTIONS, KLController, gae, kl_penalised_rewards, load_scorer, main,
+                          policy_loss, value_loss, whiten)
 from training.align.ppo_rollout import (Critic, PromptStream, layout, load_prompts, logprobs_entropy, per_sample,
                                   response_logits)
 from training.align.reward import RewardModel, save_reward_model
@@ -206,11 +208,13 @@ def test_ppo_raises_a_rule_based_reward_with_bounded_kl(tmp_path):
         "ppo.minibatch_size=16", "ppo.ppo_epochs=4", f"ppo.max_new_tokens={max_new}", f"ppo.stop_tokens=[{STOP}]",
         f"ppo.pad_id={PAD}", "ppo.kl_coef=0.05", "ppo.value_lr=1e-3",
         "optim.lr=3e-3", "optim.weight_decay=0.0", "optim.schedule='constant'"])
-    trainer = PPOTrainer(tiny_model(), per_sample(fraction_of_target), prompts, recipe)
+    policy = tiny_model()
+    torch.manual_seed(recipe.train.seed)
+    phase = PPO(recipe, Env(), policy, per_sample(fraction_of_target), prompts, prompts[:32])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # 32-wide matrices: a second thread only adds overhead
     try:
-        summary = train(trainer, tmp_path, prompts[:32])
+        summary = Trainer(phase, recipe, Env(), tmp_path).fit()
     finally:
         torch.set_num_threads(threads)
     start, end, kl = summary["start_reward"], summary["end_reward"], summary["end_kl"]

@@ -10,7 +10,7 @@ import torch
 
 from tests.training.align_testlib import rule_pairs, save_tiny_model, write_preference_shards
 from training.align import reward
-from training.align.common import RECIPES
+from training.cli import RECIPES
 
 
 def run_rm(tmp_path, init, data, *sets):
@@ -45,7 +45,7 @@ def test_reward_reads_the_last_real_token_only(tmp_path):
     alone = reward.score(rm, [[1, 7, 2]], [[9, 3]])
     padded = reward.score(rm, [[1, 7, 2], [1, 2]], [[9, 3], [8, 8, 8, 8, 3]])
     torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
-    h = reward.hidden_states(rm.backbone, torch.tensor([[1, 7, 2, 9, 3]]))[0, -1]
+    h = rm.backbone(torch.tensor([[1, 7, 2, 9, 3]]), return_hidden=True).hidden[0, -1]
     torch.testing.assert_close(alone[0], rm.head(h)[0], atol=1e-6, rtol=1e-6)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from tests.training.align_testlib import conversation, save_tiny_model, tiny_config, write_sft_shards
 from training.align import sft
-from training.align.common import RECIPES
+from training.cli import RECIPES
 from training.model.checkpoint import load_model
 from training.losses import sft_loss
 from training.model.qwen import Qwen
@@ -34,7 +34,8 @@ def test_loss_equals_per_conversation_reference():
     """Reference: each conversation alone through the model, -log p of its assistant tokens only."""
     row, m = packed_row(), model()
     with torch.no_grad():
-        total, n = sft.summed_loss(m, sft.sft_batch([row]))
+        batch = sft.sft_batch([row])
+        total, n = sft.summed_loss(m, batch)[0], batch.n_targets
         ref, count = 0.0, 0
         bounds = row["doc_starts"] + [len(row["input_ids"])]
         for a, b in zip(bounds, bounds[1:]):

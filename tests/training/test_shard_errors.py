@@ -89,11 +89,12 @@ def test_sft_and_preference_shards_name_the_folder_or_file(tmp_path):
 
 def test_training_values_are_validated():
     from common.recipe import ConfigError
-    from training.train import Recipe
+    from training.cli import load_recipe
+    from training.train import SECTIONS
 
     for override, message in (("train.steps=0", "train.steps must be > 0, got 0"),
                               ("optim.schedule=\"step\"", "optim.schedule must be one of \\('cosine', 'linear', 'constant'\\)"),
                               ("optim.beta2=1.5", "optim.beta2 must be between 0 and 1"),
                               ("data.eval_batch=0", "data.eval_batch must be > 0")):
         with pytest.raises(ConfigError, match=message):
-            Recipe.load(str(ROOT / "training/recipes/demo.toml"), [override])
+            load_recipe(str(ROOT / "training/recipes/demo.toml"), SECTIONS, [override])

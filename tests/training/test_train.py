@@ -3,7 +3,6 @@ accumulation equal to the large batch (and to a per-document reference), schedul
 groups, NaN guard, checkpoints, metrics and HF export. All fp32 on CPU, a few seconds each."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from training.model import checkpoint as ckpt
 from training.data import IGNORE, ShardData, StepLoader, encode_rows
 from training.metrics import read_metrics
 from training.optim import OptimConfig, lr_factor, param_groups
-from training.train import NonFiniteLoss, main
+from training.loop import NonFiniteLoss
+from training.train import SECTIONS, main
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +168,9 @@ def test_grad_accumulation_equals_large_batch_and_per_document_reference(shards,
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     # the logged loss is the loss of the initial weights (same seed) on the first 8 rows in file order
     from training.model.qwen import Qwen
-    from training.train import Recipe, parse_args
-    args = parse_args(recipe_args(shards, tmp_path / "big"))
-    recipe = Recipe.load(args.recipe, args.set)
+    from training.cli import load_recipe, phase_args
+    args = phase_args("training.train", None, "demo").parse_args(recipe_args(shards, tmp_path / "big"))
+    recipe = load_recipe(args.recipe, SECTIONS, args.set)
     torch.manual_seed(recipe.train.seed)
     model = Qwen(recipe.model.build_config())
     with torch.no_grad():
@@ -203,8 +203,8 @@ def test_checkpoints_keep_last_and_metrics_and_hf_export(shards, tmp_path):
     assert [r["step"] for r in vals] == [0, 3, 6]
     assert vals[-1]["val_ppl"] == pytest.approx(math.exp(vals[-1]["val_loss"]))
     assert summary["start_val_loss"] == vals[0]["val_loss"] and (out / "loss.png").stat().st_size > 1000
-    state = json.loads((out / "checkpoints/step-000006" / ckpt.TRAINER_STATE).read_text())
-    assert state["step"] == 6 and state["data"]["rows_seen"] == 6 * 4
+    state = ckpt.load_training(out / "checkpoints/step-000006")
+    assert state["trainer"]["step"] == 6 and state["optim"]["data"]["rows_seen"] == 6 * 4
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     ours = ckpt.load_model(out / "final").eval()
@@ -232,9 +232,9 @@ def test_single_document_rows_take_the_causal_path_with_equal_logits():
 @pytest.mark.parametrize("name", ["demo", "qwen2-0.5b"])
 def test_shipped_recipes_load(name):
     from training.model.flavors import FLAVORS
-    from training.train import RECIPES, Recipe
+    from training.cli import RECIPES, load_recipe
 
-    recipe = Recipe.load(RECIPES / f"{name}.toml")
+    recipe = load_recipe(RECIPES / f"{name}.toml", SECTIONS)
     assert recipe.model.build_config() == FLAVORS[recipe.model.flavor]
 
 

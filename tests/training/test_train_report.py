@@ -68,9 +68,9 @@ def test_report_is_self_contained_with_valid_images(tmp_path):
     assert "| loss | 1 | 0.625 | 3 | 0.375 |" in md     # dpo loss 0.75 - 0.125 s at s = 1 and s = 3
 
 
-def test_read_stage_splits_steps_and_validation(tmp_path):
+def test_load_stage_splits_steps_and_validation(tmp_path):
     make_run(tmp_path)
-    stage = tr.read_stage(tmp_path / "train")
+    stage = tr.load_stage(tmp_path / "train")
     assert [r["step"] for r in stage.steps] == [1, 2, 3, 4] and [r["step"] for r in stage.evals] == [0, 4]
     assert tr.metric_keys(stage.steps) == ["loss", "lr", "grad_norm", "tokens_per_s"]
 
@@ -78,3 +78,16 @@ def test_read_stage_splits_steps_and_validation(tmp_path):
 def test_cli_on_an_empty_root(tmp_path, capsys):
     page, md = tr.main(["--root", str(tmp_path)])
     assert "No stage folder" in page.read_text() and md.exists()
+
+
+def test_stage_figure_draws_the_logged_values(tmp_path):
+    make_run(tmp_path)
+    fig = tr.stage_figure(tr.load_stage(tmp_path / "dpo"))
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.lines}
+    # dpo logs loss, lr, throughput, accuracy and margin; grad_norm and mfu are not logged: no panel
+    assert list(axes) == ["loss", "learning rate", "throughput (tokens/s)", "accuracy", "margin"]
+    lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in axes["loss"].lines}
+    assert lines == {"loss": ([1, 2, 3], [0.625, 0.5, 0.375]), "val_loss": ([3], [0.5])}
+    assert [ln.get_label() for ln in axes["accuracy"].lines] == ["accuracy", "val_accuracy"]
+    assert list(axes["margin"].lines[0].get_ydata()) == [0.5, 1.0, 1.5]
+    assert fig.get_suptitle() == "DPO"

@@ -13,17 +13,21 @@ change, as in online DPO). Both give identical losses.
 
 Metrics (training/losses.py dpo_loss): loss, reward_chosen / reward_rejected (beta * (log pi - log
 pi_ref) of each reply), margin (their difference) and accuracy (share of pairs with a positive
-margin), on training steps and on the validation split (val_*). Output as in training/align/common.py.
+margin), on training steps and on the validation split (val_*). Output as in training/loop.py.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
-from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, load_pairs,
-                            load_policy, load_reference, sequence_logprob)
+from common.errors import UserError, cli_main
+from common.recipe import Recipe
+from training import dist
+from training.align.base import (ALIGN_PANELS, AlignConfig, PolicyPhase, PreferenceData, collate_pairs, first_rows,
+                                 load_pairs, load_reference, response_logprob)
+from training.cli import run_phase
+from training.loop import LossOut, Micro, Trainer, chunks, shard, step_rows
 from training.losses import dpo_loss
 from training.optim import OptimConfig
 
@@ -36,7 +40,7 @@ class DPOConfig:
     reference: str = ""                # reference checkpoint; empty: the starting checkpoint (train.init)
 
 
-SECTIONS = {"data": PreferenceData, "dpo": DPOConfig, "optim": OptimConfig, "train": LoopConfig}
+SECTIONS = {"data": PreferenceData, "dpo": DPOConfig, "optim": OptimConfig, "train": AlignConfig}
 
 
 @torch.no_grad()
@@ -45,70 +49,71 @@ def reference_logprobs(reference, pairs: list[dict], micro: int, device) -> list
     out = []
     for chunk in chunks(pairs, micro):
         batch = collate_pairs(chunk).to(device)
-        rc, rr = batch.split(sequence_logprob(reference, batch.ids, batch.response_mask))
+        rc, rr = batch.split(response_logprob(reference, batch.ids, batch.response_mask)[0])
         out += [{**p, "ref_chosen": float(c), "ref_rejected": float(r)} for p, c, r in zip(chunk, rc, rr)]
     return out
 
 
-def pair_loss(policy, reference, pairs: list[dict], cfg: DPOConfig, device) -> tuple[torch.Tensor, dict, int]:
-    """(DPO loss, metrics, tokens) of a micro-batch; reference None: the pairs carry ref_* values."""
+def pair_loss(policy, reference, pairs: list[dict], cfg: DPOConfig, device) -> LossOut:
+    """DPO loss of a micro-batch, summed over its pairs (metrics too); reference None: the pairs carry ref_*."""
     batch = collate_pairs(pairs).to(device)
-    pc, pr = batch.split(sequence_logprob(policy, batch.ids, batch.response_mask))
+    lp, aux = response_logprob(policy, batch.ids, batch.response_mask)
+    pc, pr = batch.split(lp)
     if reference is None:
         rc = torch.tensor([p["ref_chosen"] for p in pairs], device=device)
         rr = torch.tensor([p["ref_rejected"] for p in pairs], device=device)
     else:
         with torch.no_grad():
-            rc, rr = batch.split(sequence_logprob(reference, batch.ids, batch.response_mask))
+            rc, rr = batch.split(response_logprob(reference, batch.ids, batch.response_mask)[0])
     loss, metrics = dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
-    return loss, metrics, int(batch.last.sum() + len(batch.last))
+    n = len(pairs)
+    return LossOut(loss * n, {k: v * n for k, v in metrics.items()}, aux, int(batch.last.sum() + len(batch.last)))
 
 
-def update(policy, reference, pairs: list[dict], cfg: DPOConfig, micro: int, device) -> dict:
-    """Forward + backward of one optimizer step over `pairs` (micro-batched); returns mean metrics."""
-    totals, tokens = {}, 0
+def pooled(policy, reference, pairs: list[dict], cfg: DPOConfig, micro: int, device) -> dict:
+    """DPO loss and metrics over all `pairs`, means over pairs (no gradients; the caller sets no_grad)."""
+    totals: dict[str, float] = {}
     for chunk in chunks(pairs, micro):
-        loss, metrics, n = pair_loss(policy, reference, chunk, cfg, device)
-        (loss * len(chunk) / len(pairs)).backward()
-        for k, v in {"loss": loss.item(), **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pairs)
-        tokens += n
-    return {**totals, "tokens": tokens}
-
-
-def evaluate_pairs(policy, reference, pairs: list[dict], cfg: DPOConfig, micro: int, device) -> dict:
-    """DPO loss and metrics over all `pairs`, pooled (no gradients; the caller sets no_grad)."""
-    totals = {}
-    for chunk in chunks(pairs, micro):
-        loss, metrics, _ = pair_loss(policy, reference, chunk, cfg, device)
-        for k, v in {"loss": loss.item(), **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pairs)
+        out = pair_loss(policy, reference, chunk, cfg, device)
+        for k, v in {"loss": float(out.total), **out.sums}.items():
+            totals[k] = totals.get(k, 0.0) + v / len(pairs)
     return totals
 
 
+class DPO(PolicyPhase):
+    """The policy against a frozen reference on fixed preference pairs; a step's loss is the mean over its pairs."""
+    name = "dpo"
+    panels = ALIGN_PANELS
+
+    def __init__(self, recipe: Recipe, env: dist.Env):
+        super().__init__(recipe, env)
+        t, self.dpo = recipe.train, recipe.dpo
+        self.reference = load_reference(self.dpo.reference or t.init, env.device)
+        self.train_rows = load_pairs(recipe.data, "train")
+        self.valid_rows = first_rows(load_pairs(recipe.data, "valid"), t.eval_rows)
+        if not self.train_rows:
+            raise UserError(f"no preference pairs in {recipe.data.root}/train")
+        if self.dpo.precompute_reference:
+            self.train_rows = reference_logprobs(self.reference, self.train_rows, t.micro, env.device)
+            self.valid_rows = reference_logprobs(self.reference, self.valid_rows, t.micro, env.device)
+            self.reference = None
+
+    def micro_batches(self, step: int, env: dist.Env) -> list[Micro]:
+        pairs = shard(step_rows(self.train_rows, self.t.batch_size, self.t.seed, step), env)
+        return [Micro(c, len(c)) for c in chunks(pairs, self.t.micro_batch_size)]
+
+    def loss(self, model, micro: Micro) -> LossOut:
+        return pair_loss(model, self.reference, micro.data, self.dpo, self.device)
+
+    def evaluate(self, trainer: Trainer) -> dict | None:
+        if not self.valid_rows:
+            return None
+        return pooled(self.model, self.reference, self.valid_rows, self.dpo, self.t.micro, self.device)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args, recipe, device = begin("dpo", __doc__, SECTIONS, argv)
-    t, cfg = recipe.train, recipe.dpo
-    micro = t.micro_batch_size or t.batch_size
-    policy, reference = load_policy(t.init, device), load_reference(cfg.reference or t.init, device)
-    train_rows = load_pairs(recipe.data, "train")
-    valid_rows = load_pairs(recipe.data, "valid")
-    valid_rows = valid_rows[:t.eval_rows] if t.eval_rows else valid_rows
-    if not train_rows:
-        raise SystemExit(f"no preference pairs in {recipe.data.root}/train")
-    if cfg.precompute_reference:
-        train_rows = reference_logprobs(reference, train_rows, micro, device)
-        valid_rows = reference_logprobs(reference, valid_rows, micro, device)
-        reference = None
-    loop = Loop(t.out, policy, recipe.optim, t, "dpo", recipe)
-    step = lambda i: update(policy, reference, batches(train_rows, t.batch_size, t.seed, i), cfg, micro, device)
-    valid = (lambda: evaluate_pairs(policy, reference, valid_rows, cfg, micro, device)) if valid_rows else None
-    summary = loop.run(step, valid, max_steps=args.max_steps, resume=args.resume)
-    print(json.dumps(summary, indent=2))
-    return summary
+    return run_phase("training.align.dpo", __doc__, SECTIONS, DPO, argv, "dpo")
 
 
 if __name__ == "__main__":
-    from common.errors import cli_main
-
     cli_main(main)

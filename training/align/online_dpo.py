@@ -14,20 +14,25 @@ log-probs from the frozen starting policy computed once per round. train.steps i
 
 Metrics per step: DPO's (loss, reward_chosen, reward_rejected, margin, accuracy) plus the round's
 reward-model scores: reward_mean (all samples), reward_best, reward_worst, pairs, round. Validation:
-val_reward_mean, the mean reward of one sampled reply per validation prompt. Output as in training/align/common.py.
+val_reward_mean, the mean reward of one sampled reply per validation prompt. Output as in training/loop.py.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
-from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, load_pairs, load_policy, load_reference)
-from training.align.dpo import DPOConfig, reference_logprobs, update
-from training.generate import ENDOFTEXT, IM_END, SamplingConfig, generate
-from training.optim import OptimConfig
+from common.errors import UserError, cli_main
+from common.recipe import Recipe
+from training import dist
+from training.align.base import (ALIGN_PANELS, AlignConfig, PolicyPhase, PreferenceData, first_rows, load_pairs,
+                                 load_reference)
+from training.align.dpo import DPOConfig, pair_loss, reference_logprobs
 from training.align.reward import load_reward_model, score
+from training.cli import run_phase
+from training.generate import ENDOFTEXT, IM_END, SamplingConfig, generate
+from training.loop import LossOut, Micro, Trainer, chunks, shard, step_rows
+from training.optim import OptimConfig
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class OnlineConfig:
     stop_tokens: tuple[int, ...] = (IM_END, ENDOFTEXT)
 
 
-SECTIONS = {"data": PreferenceData, "online": OnlineConfig, "optim": OptimConfig, "train": LoopConfig}
+SECTIONS = {"data": PreferenceData, "online": OnlineConfig, "optim": OptimConfig, "train": AlignConfig}
 
 
 def sampling(cfg: OnlineConfig) -> SamplingConfig:
@@ -77,23 +82,30 @@ def sample_and_score(policy, rm, prompts: list[list[int]], cfg: OnlineConfig,
     return [flat[i * k:(i + 1) * k] for i in range(len(prompts))], rewards.view(len(prompts), k)
 
 
-class Rounds:
-    """The state of the online loop: which round's pairs the next DPO steps use."""
+class OnlineDPO(PolicyPhase):
+    """Rounds of sampling, reward-model scoring and pairing, each followed by steps_per_round DPO steps."""
+    name = "online_dpo"
+    panels = ALIGN_PANELS
 
-    def __init__(self, policy, reference, rm, prompts: list[list[int]], cfg: OnlineConfig, train: LoopConfig, device):
-        self.policy, self.reference, self.rm, self.prompts = policy, reference, rm, prompts
-        self.cfg, self.train, self.device = cfg, train, device
-        self.dpo = DPOConfig(beta=cfg.beta)
-        self.generator = torch.Generator(device=device).manual_seed(train.seed)
+    def __init__(self, recipe: Recipe, env: dist.Env):
+        super().__init__(recipe, env)
+        t, self.online = recipe.train, recipe.online
+        self.reference = load_reference(t.init, env.device)
+        self.rm = load_reward_model(t.reward, env.device)
+        self.prompts = [r["prompt_ids"] for r in load_pairs(recipe.data, "train")]
+        if not self.prompts:
+            raise UserError(f"no prompts in {recipe.data.root}/train")
+        self.valid = first_rows([r["prompt_ids"] for r in load_pairs(recipe.data, "valid")], t.eval_rows)
+        self.dpo = DPOConfig(beta=self.online.beta)
+        self.generator = torch.Generator(device=env.device).manual_seed(t.seed)
         self.pairs, self.stats, self.round = [], {}, -1
 
     def collect(self, r: int) -> None:
         """Samples, scores and pairs the prompts of round r; reference log-probs once per round."""
-        prompts = batches(self.prompts, self.cfg.prompts_per_round, self.train.seed, r)
-        samples, rewards = sample_and_score(self.policy, self.rm, prompts, self.cfg, self.generator)
-        pairs = best_and_worst(prompts, samples, rewards, self.cfg.min_reward_gap)
-        micro = self.train.micro_batch_size or len(pairs) or 1
-        self.pairs = reference_logprobs(self.reference, pairs, micro, self.device)
+        prompts = step_rows(self.prompts, self.online.prompts_per_round, self.t.seed, r)
+        samples, rewards = sample_and_score(self.model, self.rm, prompts, self.online, self.generator)
+        pairs = best_and_worst(prompts, samples, rewards, self.online.min_reward_gap)
+        self.pairs = reference_logprobs(self.reference, pairs, self.t.micro_batch_size or len(pairs) or 1, self.device)
         self.round = r
         self.stats = {"round": r, "pairs": len(pairs), "reward_mean": float(rewards.mean()),
                       "reward_best": float(rewards.max(1).values.mean()),
@@ -107,43 +119,34 @@ class Rounds:
         self.round, self.pairs, self.stats = state["round"], state["pairs"], state["stats"]
         self.generator.set_state(state["generator"])
 
-    def step(self, i: int) -> dict:
-        r = i // self.cfg.steps_per_round
+    def state(self) -> dict:
+        return {"rounds": self}
+
+    def micro_batches(self, step: int, env: dist.Env) -> list[Micro]:
+        pairs = shard(self.pairs, env)   # every tie: no pairs, an empty step (the schedule still moves)
+        return [Micro(c, len(c)) for c in chunks(pairs, self.t.micro_batch_size)] if pairs else []
+
+    def loss(self, model, micro: Micro) -> LossOut:
+        return pair_loss(model, None, micro.data, self.dpo, self.device)
+
+    def train_step(self, trainer: Trainer, step: int) -> dict:
+        r = step // self.online.steps_per_round
         if r != self.round:
             self.collect(r)
-        if not self.pairs:   # every prompt tied: nothing to learn this step
-            return {"loss": 0.0, **self.stats, "tokens": 0}
-        found = update(self.policy, None, self.pairs, self.dpo, self.train.micro_batch_size or len(self.pairs),
-                       self.device)
-        return {**found, **self.stats}
+        return {**trainer.update(self.micro_batches(step, trainer.env)), **self.stats}
 
-    @torch.no_grad()
-    def evaluate(self, prompts: list[list[int]]) -> dict:
-        one = OnlineConfig(**{**self.cfg.__dict__, "samples_per_prompt": 1})
-        gen = torch.Generator(device=self.device).manual_seed(self.train.seed + 1)
-        _, rewards = sample_and_score(self.policy, self.rm, prompts, one, gen)
+    def evaluate(self, trainer: Trainer) -> dict | None:
+        if not self.valid:
+            return None
+        one = OnlineConfig(**{**self.online.__dict__, "samples_per_prompt": 1})
+        gen = torch.Generator(device=self.device).manual_seed(self.t.seed + 1)
+        _, rewards = sample_and_score(self.model, self.rm, self.valid, one, gen)
         return {"reward_mean": float(rewards.mean())}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, recipe, device = begin("online_dpo", __doc__, SECTIONS, argv)
-    t, cfg = recipe.train, recipe.online
-    policy, reference = load_policy(t.init, device), load_reference(t.init, device)
-    rm = load_reward_model(t.reward, device)
-    prompts = [r["prompt_ids"] for r in load_pairs(recipe.data, "train")]
-    valid = [r["prompt_ids"] for r in load_pairs(recipe.data, "valid")]
-    valid = valid[:t.eval_rows] if t.eval_rows else valid
-    if not prompts:
-        raise SystemExit(f"no prompts in {recipe.data.root}/train")
-    rounds = Rounds(policy, reference, rm, prompts, cfg, t, device)
-    loop = Loop(t.out, policy, recipe.optim, t, "online_dpo", recipe, parts={"rounds": rounds})
-    summary = loop.run(rounds.step, (lambda: rounds.evaluate(valid)) if valid else None, max_steps=args.max_steps,
-                       resume=args.resume)
-    print(json.dumps(summary, indent=2))
-    return summary
+    return run_phase("training.align.online_dpo", __doc__, SECTIONS, OnlineDPO, argv, "online_dpo")
 
 
 if __name__ == "__main__":
-    from common.errors import cli_main
-
     cli_main(main)

@@ -16,7 +16,7 @@ kl_coef toward `kl_target` nats per response. Losses are means over the response
 
 Recipe (training/recipes/ppo.toml; common/recipe.py rules): [data] (prompts), [ppo] (PPOConfig), [optim]
 (training/optim.py; the policy's AdamW, the critic's uses ppo.value_lr) and [train] (align's LoopConfig,
-see SECTIONS). Output folder (as every alignment stage, training/align/common.py): metrics.jsonl (per iteration:
+see SECTIONS). Output folder (as every alignment stage, training/loop.py): metrics.jsonl (per iteration:
 step, loss, lr, reward, kl, kl_coef, clip_frac, value_loss, value_clip_frac, policy_loss, entropy,
 approx_kl, response_len, tokens_per_s; held-out lines: val_reward, val_kl, val_response_len),
 summary.json, final/ (the policy, our model format, for training.chat), loss.png, recipe.json.
@@ -24,30 +24,29 @@ The rollout side (batch layout, critic, log-probabilities, prompts) is training/
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from training.align.common import (AlignRecipe, GeneratorState, LoopConfig, cli_overrides, first_eval_of, freeze,
-                            load_policy, load_recipe, load_reference, pick_device, restore_checkpoint,
-                            save_checkpoint, stage_args)
-from training.model.checkpoint import save_model
-from training.generate import ENDOFTEXT, IM_END, SamplingConfig
-from training.metrics import MetricsLog, read_metrics
-from training.model.qwen import Qwen
-from training.optim import OptimConfig, make_optimizer, make_scheduler
+from common.errors import UserError, cli_main
+from common.plot import Panel
+from common.recipe import Recipe
+from training import dist
+from training.align.base import AlignConfig, GeneratorState, freeze, load_policy, load_reference
+from training.align.ppo_rollout import (ActorCritic, Critic, PromptStream, Rollout, Scorer, load_prompts,
+                                        logit_temperature, logprobs_entropy, rollout)
 from training.align.reward import load_reward_model
 from training.align.reward import score as rm_score
-from training.align.ppo_rollout import (Critic, PromptStream, Rollout, Scorer, load_prompts, logit_temperature,
-                                  logprobs_entropy, response_logits, rollout)
+from training.cli import run_phase
+from training.generate import ENDOFTEXT, IM_END, SamplingConfig
+from training.loop import LossOut, Micro, Phase, Trainer, shard, sub_state
+from training.model.checkpoint import build_model, save_model
+from training.model.qwen import Qwen
+from training.optim import OptimConfig, param_groups
 
 
 @dataclass(frozen=True)
@@ -80,17 +79,16 @@ class PPOConfig:
     whiten_advantages: bool = True
     value_lr: float = 1e-5            # critic AdamW lr (other settings from [optim])
     critic_init: str = "reward"       # "reward" (the reward model's backbone and head) | "policy"
-    dtype: str = "auto"               # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
                               top_p=self.top_p, stop_tokens=tuple(self.stop_tokens), pad_id=self.pad_id)
 
 
-# [train] is align's LoopConfig: steps = PPO iterations, batch_size = prompts per rollout, micro_batch_size =
+# [train] is align's AlignConfig: steps = PPO iterations, batch_size = prompts per rollout, micro_batch_size =
 # rows per forward/backward inside a minibatch (0: the whole minibatch), eval_rows = held-out prompts scored
 # every eval_every iterations, init / reward / out = --init / --reward / --out.
-SECTIONS = {"data": PromptData, "ppo": PPOConfig, "optim": OptimConfig, "train": LoopConfig}
+SECTIONS = {"data": PromptData, "ppo": PPOConfig, "optim": OptimConfig, "train": AlignConfig}
 
 
 # ----------------------------------------------------------------------------- the math (pure tensor functions)
@@ -176,200 +174,116 @@ class KLController:
             self.value *= 1.0 + error * n / self.horizon
 
 
-# ----------------------------------------------------------------------------- the trainer
+# ----------------------------------------------------------------------------- the phase
 
-class PPOTrainer:
-    """Policy, reference, critic, optimizers and prompt stream of one run; `iteration()` = rollout + update."""
+class PPO(Phase):
+    """One step = one PPO iteration: a rollout batch, then `ppo_epochs` passes over it in minibatches, each
+    minibatch one optimizer update of the policy and the critic (one AdamW, the critic's groups at
+    ppo.value_lr; each network clipped on its own)."""
+    name = "ppo"
+    panels = (Panel("loss", [("loss", "-"), ("policy_loss", "-"), ("value_loss", "-")]),
+              Panel("mean reward", [("reward", "-"), ("val_reward", "o--")]),
+              Panel("KL to reference (nats/response)", [("kl", "-"), ("val_kl", "o--")]))
 
-    def __init__(self, policy: Qwen, score: Scorer, prompts: list[list[int]], recipe: AlignRecipe,
-                 critic: Critic | None = None, reference: Qwen | None = None):
-        c, t = recipe.ppo, recipe.train
-        self.cfg, self.train_cfg, self.optim_cfg, self.score = c, t, recipe.optim, score
-        self.device = pick_device(t.device)
-        self.autocast = c.dtype == "bfloat16" or (c.dtype == "auto" and self.device.type == "cuda")
-        torch.manual_seed(t.seed)
-        self.policy = policy.to(self.device).train()
-        self.reference = reference.to(self.device) if reference is not None else freeze(copy.deepcopy(policy))
-        self.critic = (critic or Critic.from_policy(policy)).to(self.device).train()
-        self.opt = make_optimizer(self.policy, recipe.optim)
-        self.value_opt = make_optimizer(self.critic, dataclasses.replace(recipe.optim, lr=c.value_lr))
-        updates = t.steps * c.ppo_epochs * math.ceil(t.batch_size / c.minibatch_size)
-        self.sched = make_scheduler(self.opt, recipe.optim, updates)
-        self.value_sched = make_scheduler(self.value_opt, recipe.optim, updates)
-        self.kl = KLController(c.kl_coef, c.kl_target if c.adaptive_kl else None, c.kl_horizon)
-        self.stream = PromptStream(prompts, t.batch_size, t.seed)
-        self.generator = torch.Generator(self.device).manual_seed(t.seed)
-        self.shuffle = torch.Generator().manual_seed(t.seed)
-        self.step = 0
+    def __init__(self, recipe: Recipe, env: dist.Env, policy: Qwen, score: Scorer, prompts: list[list[int]],
+                 eval_prompts: list[list[int]], critic: Critic | None = None, reference: Qwen | None = None):
+        self.c, self.t, self.optim_cfg, self.score = recipe.ppo, recipe.train, recipe.optim, score
+        self.device = env.device
+        self.model = ActorCritic(policy, critic or Critic.from_policy(policy)).to(self.device).train()
+        self.cfg = policy.cfg
+        self.reference = (reference if reference is not None else freeze(copy.deepcopy(policy))).to(self.device)
+        self.kl = KLController(self.c.kl_coef, self.c.kl_target if self.c.adaptive_kl else None, self.c.kl_horizon)
+        self.stream = PromptStream(prompts, self.t.batch_size, self.t.seed)
+        self.eval_prompts = eval_prompts
+        self.generator = torch.Generator(self.device).manual_seed(self.t.seed)
+        self.shuffle = torch.Generator().manual_seed(self.t.seed)
 
-    def parts(self) -> dict:
-        """Everything besides the policy that an exact resume needs (align.save_checkpoint)."""
-        return {"critic": self.critic, "optimizer": self.opt, "value_optimizer": self.value_opt,
-                "scheduler": self.sched, "value_scheduler": self.value_sched, "kl": self.kl, "stream": self.stream,
-                "generator": GeneratorState(self.generator), "shuffle": GeneratorState(self.shuffle)}
+    def state(self) -> dict:
+        return {"kl": self.kl, "stream": self.stream, "generator": GeneratorState(self.generator),
+                "shuffle": GeneratorState(self.shuffle)}
 
-    def _autocast(self):
-        if not self.autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        value = [{**g, "lr": self.c.value_lr} for g in param_groups(self.model.critic, optim)]
+        return param_groups(self.model.policy, optim) + value
 
-    def sample(self, prompts: list[list[int]]) -> Rollout:
-        with self._autocast():
-            return rollout(self.policy, self.reference, self.critic, prompts, self.score, self.cfg.sampling(),
-                           self.generator)
+    def clip_groups(self) -> dict:
+        trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
+        return {"grad_norm": trainable(self.model.policy), "value_grad_norm": trainable(self.model.critic)}
 
-    def iteration(self) -> dict:
-        """One rollout batch and `ppo_epochs` passes over it; returns the metrics line."""
-        started = time.perf_counter()
-        batch = self.sample(self.stream.next())
+    def schedule_steps(self, steps: int) -> int:
+        return steps * self.c.ppo_epochs * math.ceil(self.t.batch_size / self.c.minibatch_size)
+
+    def sample(self, trainer: Trainer, prompts: list[list[int]]) -> Rollout:
+        with trainer.autocast():
+            return rollout(self.model.policy, self.reference, self.model.critic, prompts, self.score,
+                           self.c.sampling(), self.generator)
+
+    def train_step(self, trainer: Trainer, step: int) -> dict:
+        """The rollout, advantages and ppo_epochs x minibatches of updates; the mean of each update's metrics."""
+        batch = self.sample(trainer, self.stream.next())
         rewards, kl = kl_penalised_rewards(batch.scores, batch.old_logp, batch.ref_logp, batch.mask, self.kl.value)
-        advantages, returns = gae(rewards, batch.values, batch.mask, self.cfg.gamma, self.cfg.lam)
-        if self.cfg.whiten_advantages:
+        advantages, returns = gae(rewards, batch.values, batch.mask, self.c.gamma, self.c.lam)
+        if self.c.whiten_advantages:
             advantages = whiten(advantages, batch.mask)
-        lr = self.sched.get_last_lr()[0]
-        stats = self.update(batch, advantages, returns)
+        lr = trainer.sched.get_last_lr()[0]
+        updates = [trainer.update(self.micro_batches_of(batch, idx, advantages, returns, trainer.env))
+                   for idx in self.minibatches(len(batch.prompts))]
+        stats = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0] if k not in ("lr", "tokens")}
         kl_per_response = float(kl.sum(1).mean())
-        record = {"step": self.step + 1, "loss": stats.pop("loss"), "lr": lr, "reward": float(batch.scores.mean()),
-                  "kl": kl_per_response, "kl_coef": self.kl.value, **stats,
-                  "response_len": float(batch.mask.sum(1).mean()), "return": float(masked_mean(returns, batch.mask))}
+        record = {"loss": stats.pop("loss"), "lr": lr, "reward": float(batch.scores.mean()), "kl": kl_per_response,
+                  "kl_coef": self.kl.value, **stats, "response_len": float(batch.mask.sum(1).mean()),
+                  "return": float(masked_mean(returns, batch.mask)), "tokens": int(batch.mask.sum())}
         self.kl.update(kl_per_response, len(batch.prompts))
-        self.step += 1
-        seconds = time.perf_counter() - started
-        record.update(tokens=int(batch.mask.sum()), tokens_per_s=round(float(batch.mask.sum()) / seconds, 2),
-                      seconds=round(seconds, 4))
         return record
 
-    def update(self, batch: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-        """ppo_epochs x minibatches of gradient steps; returns the mean of each minibatch statistic."""
-        B, size = len(batch.prompts), self.cfg.minibatch_size
-        totals: dict[str, float] = {}
-        n = 0
-        for _ in range(self.cfg.ppo_epochs):
-            order = torch.randperm(B, generator=self.shuffle).to(self.device)
-            for start in range(0, B, size):
-                for key, value in self.minibatch_step(batch, order[start:start + size], advantages, returns).items():
-                    totals[key] = totals.get(key, 0.0) + value
-                n += 1
-        return {k: v / n for k, v in totals.items()}
+    def minibatches(self, n: int) -> list[torch.Tensor]:
+        """Row indices of every minibatch of the iteration: ppo_epochs shuffled passes over n rows."""
+        size = self.c.minibatch_size
+        return [order[s:s + size] for _ in range(self.c.ppo_epochs)
+                for order in [torch.randperm(n, generator=self.shuffle).to(self.device)] for s in range(0, n, size)]
 
-    def minibatch_step(self, batch: Rollout, idx: torch.Tensor, advantages: torch.Tensor,
-                       returns: torch.Tensor) -> dict:
-        """One gradient step of the policy and of the critic on the rows `idx`, in micro-batches whose
-        token-mean losses are weighted by their share of the minibatch's response tokens (exact accumulation)."""
-        n_tokens = float(batch.mask[idx].sum())
-        micro = self.train_cfg.micro_batch_size or len(idx)
-        stats: dict[str, float] = {}
-        for part in idx.split(micro):
+    def micro_batches_of(self, batch: Rollout, idx: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor,
+                         env: dist.Env) -> list[Micro]:
+        """This rank's rows of the minibatch, in micro-batches weighted by their response tokens."""
+        micros = []
+        for part in shard(idx, env).split(self.t.micro_batch_size or len(idx)):
             mb = batch.rows(part)
             width = mb["mask"].shape[1]
-            loss, found = self.micro_loss(mb, advantages[part, :width], returns[part, :width])
-            weight = float(mb["mask"].sum()) / max(n_tokens, 1.0)
-            (loss * weight).backward()
-            for key, value in found.items():
-                stats[key] = stats.get(key, 0.0) + value * weight
-        stats["grad_norm"] = self._apply(self.policy, self.opt, self.sched)
-        stats["value_grad_norm"] = self._apply(self.critic, self.value_opt, self.value_sched)
-        return stats
+            mb.update(advantages=advantages[part, :width], returns=returns[part, :width])
+            micros.append(Micro(mb, float(mb["mask"].sum())))
+        return micros
 
-    def micro_loss(self, mb: dict, advantages: torch.Tensor, returns: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Total loss (policy + vf_coef value - entropy bonus) of one micro-batch and its statistics."""
-        c, mask, R = self.cfg, mb["mask"], mb["mask"].shape[1]
-        ids, docs = mb["input_ids"], mb["doc_ids"]
-        with self._autocast():
-            logits = response_logits(self.policy, ids, docs, R, logit_temperature(c.sampling()))
-            values = self.critic.response_values(ids, docs, R)
-        logp, entropy = logprobs_entropy(logits, ids[:, -R:], entropy_grad=c.entropy_coef != 0)
-        pg, clip_frac, approx_kl = policy_loss(logp, mb["old_logp"], advantages, mask, c.clip_eps)
-        vl, v_clip = value_loss(values, mb["values"], returns, mask, c.value_clip_eps)
+    def loss(self, model, micro: Micro) -> LossOut:
+        """policy + vf_coef x value - entropy bonus, token means of the micro-batch (x its tokens: summed)."""
+        c, mb = self.c, micro.data
+        mask, R = mb["mask"], mb["mask"].shape[1]
+        logits, values, aux = model(mb["input_ids"], mb["doc_ids"], R, logit_temperature(c.sampling()))
+        logp, entropy = logprobs_entropy(logits, mb["input_ids"][:, -R:], entropy_grad=c.entropy_coef != 0)
+        pg, clip_frac, approx_kl = policy_loss(logp, mb["old_logp"], mb["advantages"], mask, c.clip_eps)
+        vl, v_clip = value_loss(values, mb["values"], mb["returns"], mask, c.value_clip_eps)
         ent = masked_mean(entropy, mask)
         loss = pg - c.entropy_coef * ent + c.vf_coef * vl      # the two networks share no parameters
-        return loss, {"loss": loss.item(), "policy_loss": pg.item(), "value_loss": vl.item(), "entropy": ent.item(),
-                      "clip_frac": clip_frac.item(), "value_clip_frac": v_clip.item(), "approx_kl": approx_kl.item()}
+        n = micro.weight
+        stats = {"policy_loss": pg, "value_loss": vl, "entropy": ent, "clip_frac": clip_frac,
+                 "value_clip_frac": v_clip, "approx_kl": approx_kl}
+        return LossOut(loss * n, {k: float(v.detach()) * n for k, v in stats.items()}, aux, int(mask.sum()))
 
-    def _apply(self, model: torch.nn.Module, opt: torch.optim.Optimizer, sched) -> float:
-        clip = self.optim_cfg.grad_clip
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf")))
-        if not math.isfinite(norm):
-            raise FloatingPointError(f"ppo: non-finite gradient norm at iteration {self.step + 1}; lower optim.lr")
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        return norm
-
-    @torch.no_grad()
-    def evaluate(self, prompts: list[list[int]]) -> dict:
+    def evaluate(self, trainer: Trainer) -> dict:
         """Mean score, KL to the reference (nats per response) and length of fresh samples, fixed seed."""
         saved = self.generator.get_state()
-        self.generator.manual_seed(self.train_cfg.seed + 1)
-        batch = self.sample(prompts)
+        self.generator.manual_seed(self.t.seed + 1)
+        batch = self.sample(trainer, self.eval_prompts)
         self.generator.set_state(saved)
         kl = ((batch.old_logp - batch.ref_logp) * batch.mask).sum(1)
-        return {"step": self.step, "val_reward": float(batch.scores.mean()), "val_kl": float(kl.mean()),
-                "val_response_len": float(batch.mask.sum(1).mean())}
+        return {"reward": float(batch.scores.mean()), "kl": float(kl.mean()),
+                "response_len": float(batch.mask.sum(1).mean())}
 
+    def save_final(self, state: dict, final: Path) -> None:
+        save_model(build_model(self.cfg, sub_state(state, "policy.")), final)
 
-# ----------------------------------------------------------------------------- a run
-
-def train(trainer: PPOTrainer, out: Path, eval_prompts: list[list[int]], max_steps: int | None = None,
-          resume: bool = False) -> dict:
-    """Runs train.steps iterations (or max_steps), evaluating on `eval_prompts` at the start, every
-    eval_every iterations and at the end, and saving a checkpoint every save_every and at the end
-    (`resume`: continue from the newest); writes metrics.jsonl, final/, loss.png and summary.json."""
-    t = trainer.train_cfg
-    stop = min(t.steps, max_steps or t.steps)
-    out.mkdir(parents=True, exist_ok=True)
-    save = lambda: save_checkpoint(out, trainer.step, trainer.policy, trainer.parts(), t.keep_last)
-    if resume:
-        trainer.step = restore_checkpoint(out, trainer.policy, trainer.parts())
-    started, log = time.time(), MetricsLog(out, trainer.step, stop)
-    first = last = trainer.evaluate(eval_prompts) if trainer.step == 0 else first_eval_of(out)
-    if trainer.step == 0:
-        log.write(first)
-    record = None
-    try:
-        while trainer.step < stop:
-            record = trainer.iteration()
-            log.step(record, write=trainer.step % t.log_every == 0 or trainer.step == stop)
-            if (t.eval_every and trainer.step % t.eval_every == 0) or trainer.step == stop:
-                last = trainer.evaluate(eval_prompts)
-                log.write(last)
-            if t.save_every and trainer.step % t.save_every == 0 and trainer.step < stop:
-                save()
-    finally:
-        log.close()
-    save()
-    save_model(trainer.policy, out / "final")
-    summary = {"stage": "ppo", "steps": trainer.step, "seconds": round(time.time() - started, 2),
-               "final": str(out / "final"), "first_eval": first, "last_eval": last, "last_train": record,
-               "start_reward": first["val_reward"], "end_reward": last["val_reward"], "end_kl": last["val_kl"],
-               "kl_coef": trainer.kl.value, "png": str(plot(out / "metrics.jsonl", out / "loss.png"))}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def plot(metrics: Path, png: Path) -> Path:
-    """Three panels per iteration: losses; mean reward (rollouts and held-out); KL to the reference."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = ((("loss", "-"), ("policy_loss", "-"), ("value_loss", "-")),
-              (("reward", "-"), ("val_reward", "o--")), (("kl", "-"), ("val_kl", "o--")))
-    for ax, keys, label in zip(axes, panels, ("loss", "mean reward", "KL to reference (nats/response)")):
-        for key, style in keys:
-            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), style, label=key, linewidth=1)
-        ax.set(xlabel="PPO iteration", ylabel=label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("ppo")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    def summary(self, first: dict | None, last: dict | None) -> dict:
+        return {"start_reward": first["val_reward"], "end_reward": last["val_reward"], "end_kl": last["val_kl"],
+                "kl_coef": self.kl.value}
 
 
 def load_scorer(path: str, device: torch.device, pad_id: int) -> tuple[Scorer, Callable[[], Critic]]:
@@ -383,32 +297,24 @@ def load_scorer(path: str, device: torch.device, pad_id: int) -> tuple[Scorer, C
     return scorer, critic
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = stage_args("ppo", __doc__)
-    parser.add_argument("--prompts", dest="data", help="preference shards whose prompt_ids are the prompts (data.root)")
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, SECTIONS, cli_overrides(args))
+def build(recipe: Recipe, env: dist.Env) -> PPO:
+    """The phase from the recipe's paths: prompts (data.root), policy (train.init), reward model (train.reward)."""
     t, d = recipe.train, recipe.data
-    device = pick_device(t.device)
     prompts = load_prompts(d.root, "train", d.max_prompt_len)
     if not prompts:
-        raise SystemExit(f"no prompts in {d.root}/train")
+        raise UserError(f"no prompts in {d.root}/train")
     prompts = prompts[:d.max_prompts] if d.max_prompts else prompts
     held_out = load_prompts(d.root, "valid", d.max_prompt_len) or prompts     # no valid split: train prompts
     held_out = held_out[:t.eval_rows] if t.eval_rows else held_out
-    policy = load_policy(t.init, device)
-    score, critic_from_reward = load_scorer(t.reward, device, recipe.ppo.pad_id)
+    policy = load_policy(t.init, env.device)
+    score, critic_from_reward = load_scorer(t.reward, env.device, recipe.ppo.pad_id)
     critic = critic_from_reward() if recipe.ppo.critic_init == "reward" else Critic.from_policy(policy)
-    out = Path(t.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
-    trainer = PPOTrainer(policy, score, prompts, recipe, critic, load_reference(t.init, device))
-    summary = train(trainer, out, held_out, args.max_steps, args.resume)
-    print(json.dumps({k: summary[k] for k in ("steps", "start_reward", "end_reward", "end_kl", "final")}, indent=2))
-    return summary
+    return PPO(recipe, env, policy, score, prompts, held_out, critic, load_reference(t.init, env.device))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_phase("training.align.ppo", __doc__, SECTIONS, build, argv, "ppo")
 
 
 if __name__ == "__main__":
-    from common.errors import cli_main
-
     cli_main(main)

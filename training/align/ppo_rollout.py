@@ -14,7 +14,9 @@ logits of all response tokens are the last R + 1 positions (`logits_to_keep`), w
 response and causal attention hides it.
 
 The critic (`Critic`) is a Qwen backbone and a scalar head on its final hidden states
-(training.align.common.hidden_states): one value per position, V(s_t) = the value of the prefix ending at token t.
+(`Qwen.forward(return_hidden=True)`): one value per position, V(s_t) = the value of the prefix ending at token t.
+`ActorCritic` holds the policy and the critic as the one module the trainer wraps (training/loop.py): its forward
+gives the response logits, the values and the MoE balance loss of both networks.
 
 Used by training/align/ppo.py (`python -m training.align.ppo`); tested in tests/training/test_ppo.py.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.align.common import hidden_states, read_preferences
+from training.align.base import read_preferences
 from training.generate import SamplingConfig, generate
 from training.model.qwen import Qwen
 
@@ -85,6 +87,8 @@ class Critic(nn.Module):
         self.cfg = backbone.cfg
         self.backbone = backbone
         self.head = head if head is not None else self.zero_head(backbone.cfg.hidden_size)
+        if not backbone.cfg.tie_word_embeddings:   # never run: frozen, so DDP expects no gradient for it
+            backbone.lm_head.weight.requires_grad_(False)
 
     @staticmethod
     def zero_head(hidden: int) -> nn.Linear:
@@ -98,13 +102,37 @@ class Critic(nn.Module):
         """A copy of the policy's backbone with a zero value head (values start at 0)."""
         return cls(copy.deepcopy(policy))
 
-    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(hidden_states(self.backbone, input_ids, doc_ids=doc_ids)).squeeze(-1)   # [B, T]
+    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None,
+                with_aux: bool = False):
+        """Values [B, T] (or (values, the backbone's MoE balance loss) with with_aux)."""
+        out = self.backbone(input_ids, doc_ids=doc_ids, return_hidden=True)
+        values = self.head(out.hidden).squeeze(-1)                               # [B, T]
+        return (values, out.aux_loss) if with_aux else values
 
-    def response_values(self, input_ids: torch.Tensor, doc_ids: torch.Tensor, R: int) -> torch.Tensor:
+    def response_values(self, input_ids: torch.Tensor, doc_ids: torch.Tensor, R: int,
+                        with_aux: bool = False):
         """[B, R]: column j is the value of the state before response token j is chosen."""
         padded = bool((doc_ids == 0).any())
-        return self(input_ids, doc_ids if padded else None)[:, -R - 1:-1].float()
+        values, aux = self(input_ids, doc_ids if padded else None, with_aux=True)
+        values = values[:, -R - 1:-1].float()
+        return (values, aux) if with_aux else values
+
+
+class ActorCritic(nn.Module):
+    """The policy and the critic as one trained module (they share no parameters)."""
+
+    def __init__(self, policy: Qwen, critic: Critic):
+        super().__init__()
+        self.policy, self.critic = policy, critic
+        self.cfg = policy.cfg
+
+    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor, R: int, temperature: float):
+        """-> response logits [B, R, V] (fp32, / temperature), values [B, R], the summed MoE balance loss."""
+        padded = bool((doc_ids == 0).any())    # without left padding no mask is needed (faster attention)
+        out = self.policy(input_ids, doc_ids=doc_ids if padded else None, logits_to_keep=R + 1)
+        values, value_aux = self.critic.response_values(input_ids, doc_ids, R, with_aux=True)
+        found = [a for a in (out.aux_loss, value_aux) if a is not None]
+        return out.logits[:, :-1].float() / temperature, values, sum(found) if found else None
 
 
 # ----------------------------------------------------------------------------- one rollout

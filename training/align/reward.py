@@ -20,7 +20,6 @@ Saved as our checkpoint (training.model.checkpoint: the backbone, loadable as a 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.align.common import (Loop, LoopConfig, PreferenceData, batches, begin, chunks, collate_pairs, concat_right_pad,
-                            freeze, hidden_states, load_pairs, load_policy)
-from training.model.checkpoint import load_model, save_model
+from common.errors import UserError, cli_main
+from common.recipe import Recipe
+from training import dist
+from training.align.base import (ALIGN_PANELS, AlignConfig, PreferenceData, collate_pairs, concat_right_pad,
+                                 first_rows, freeze, load_pairs, load_policy)
+from training.cli import run_phase
+from training.loop import LossOut, Micro, Phase, Trainer, chunks, shard, step_rows, sub_state
 from training.losses import bradley_terry_loss
+from training.model.checkpoint import build_model, load_model, save_model
 from training.model.qwen import Qwen
 from training.optim import OptimConfig
 
@@ -40,21 +44,27 @@ HEAD = "reward_head.safetensors"
 
 
 class RewardModel(nn.Module):
-    """backbone (a Qwen) -> final-norm hidden state of token `last` -> Linear(H, 1) -> reward."""
+    """backbone (a Qwen) -> final-norm hidden state of token `last` -> Linear(H, 1) -> reward. The backbone's
+    lm_head is never run: an untied one is frozen."""
 
     def __init__(self, backbone: Qwen):
         super().__init__()
         self.backbone = backbone
+        self.cfg = backbone.cfg
         h = backbone.cfg.hidden_size
         self.head = nn.Linear(h, 1)
         nn.init.normal_(self.head.weight, std=1 / math.sqrt(h + 1))
         nn.init.zeros_(self.head.bias)
+        if not backbone.cfg.tie_word_embeddings:
+            backbone.lm_head.weight.requires_grad_(False)
 
-    def forward(self, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """ids [B, T] (right padded), last [B] index of each row's last real token -> rewards [B] fp32."""
-        h = hidden_states(self.backbone, ids)                              # [B, T, H]
-        picked = h[torch.arange(ids.shape[0], device=ids.device), last]    # [B, H]
-        return self.head(picked).squeeze(-1).float()
+    def forward(self, ids: torch.Tensor, last: torch.Tensor, with_aux: bool = False):
+        """ids [B, T] (right padded), last [B] index of each row's last real token -> rewards [B] fp32, or
+        (rewards, the backbone's MoE balance loss) with with_aux (training: one forward that DDP sees)."""
+        out = self.backbone(ids, return_hidden=True)                             # hidden [B, T, H]
+        picked = out.hidden[torch.arange(ids.shape[0], device=ids.device), last]  # [B, H]
+        rewards = self.head(picked).squeeze(-1).float()
+        return (rewards, out.aux_loss) if with_aux else rewards
 
 
 def save_reward_model(rm: RewardModel, path: str | Path) -> None:
@@ -86,63 +96,56 @@ class RMConfig:
     margin: float = 0.0   # subtracted from r_c - r_r inside the loss (Llama 2 eq. 2 uses rated margins)
 
 
-SECTIONS = {"data": PreferenceData, "rm": RMConfig, "optim": OptimConfig, "train": LoopConfig}
+SECTIONS = {"data": PreferenceData, "rm": RMConfig, "optim": OptimConfig, "train": AlignConfig}
 
 
-def pair_metrics(rm: RewardModel, pairs: list[dict], margin: float, device) -> tuple[torch.Tensor, dict, int]:
-    """(Bradley-Terry loss, metrics, tokens) of one micro-batch of pairs."""
+def pair_rewards(rm: nn.Module, pairs: list[dict], device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Rewards [b, 2] (chosen, rejected) of a micro-batch of pairs, the aux loss and the tokens read."""
     batch = collate_pairs(pairs).to(device)
-    rewards = rm(batch.ids, batch.last)
-    loss, metrics = bradley_terry_loss(*batch.split(rewards), margin)
-    return loss, metrics, int(batch.last.sum() + len(batch.last))
+    rewards, aux = rm(batch.ids, batch.last, with_aux=True)
+    return torch.stack(batch.split(rewards), 1), aux, int(batch.last.sum() + len(batch.last))
 
 
-def make_step(rm: RewardModel, rows: list[dict], margin: float, train: LoopConfig, device):
-    def step(i: int) -> dict:
-        pairs = batches(rows, train.batch_size, train.seed, i)
-        totals, tokens = {}, 0
-        for chunk in chunks(pairs, train.micro_batch_size):
-            loss, metrics, n = pair_metrics(rm, chunk, margin, device)
-            (loss * len(chunk) / len(pairs)).backward()
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pairs)
-            tokens += n
-        return {**totals, "tokens": tokens}
-    return step
+class RewardTraining(Phase):
+    """Bradley-Terry loss on preference pairs; a step's loss is the mean over its pairs."""
+    name = "rm"
+    panels = ALIGN_PANELS
 
+    def __init__(self, recipe: Recipe, env: dist.Env):
+        t, self.margin = recipe.train, recipe.rm.margin
+        self.t, self.device = t, env.device
+        self.model = RewardModel(load_policy(t.init, env.device)).to(env.device).train()
+        self.cfg = self.model.cfg
+        self.train_rows = load_pairs(recipe.data, "train")
+        if not self.train_rows:
+            raise UserError(f"no preference pairs in {recipe.data.root}/train")
+        self.valid_rows = first_rows(load_pairs(recipe.data, "valid"), t.eval_rows)
 
-def make_eval(rm: RewardModel, rows: list[dict], margin: float, train: LoopConfig, device):
-    if not rows:
-        return None
-    rows = rows[:train.eval_rows] if train.eval_rows else rows
+    def micro_batches(self, step: int, env: dist.Env) -> list[Micro]:
+        pairs = shard(step_rows(self.train_rows, self.t.batch_size, self.t.seed, step), env)
+        return [Micro(c, len(c)) for c in chunks(pairs, self.t.micro_batch_size)]
 
-    def evaluate() -> dict:
-        rewards = []
-        for chunk in chunks(rows, train.micro_batch_size or train.batch_size):
-            batch = collate_pairs(chunk).to(device)
-            rewards.append(torch.stack(batch.split(rm(batch.ids, batch.last)), 1))   # [b, 2]
-        r = torch.cat(rewards)
-        loss, metrics = bradley_terry_loss(r[:, 0], r[:, 1], margin)
+    def loss(self, model, micro: Micro) -> LossOut:
+        rewards, aux, tokens = pair_rewards(model, micro.data, self.device)
+        loss, metrics = bradley_terry_loss(rewards[:, 0], rewards[:, 1], self.margin)
+        return LossOut(loss * micro.weight, {k: v * micro.weight for k, v in metrics.items()}, aux, tokens)
+
+    def evaluate(self, trainer: Trainer) -> dict | None:
+        if not self.valid_rows:
+            return None
+        r = torch.cat([pair_rewards(self.model, c, self.device)[0] for c in chunks(self.valid_rows, self.t.micro)])
+        loss, metrics = bradley_terry_loss(r[:, 0], r[:, 1], self.margin)
         return {"loss": loss.item(), **metrics}
-    return evaluate
+
+    def save_final(self, state: dict, final: Path) -> None:
+        rm = RewardModel(build_model(self.cfg, sub_state(state, "backbone.")))
+        rm.head.load_state_dict(sub_state(state, "head."))
+        save_reward_model(rm, final)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, recipe, device = begin("reward", __doc__, SECTIONS, argv, "rm")
-    t = recipe.train
-    rm = RewardModel(load_policy(t.init, device)).to(device).train()
-    train_rows = load_pairs(recipe.data, "train")
-    if not train_rows:
-        raise SystemExit(f"no preference pairs in {recipe.data.root}/train")
-    loop = Loop(t.out, rm, recipe.optim, t, "rm", recipe)
-    valid = make_eval(rm, load_pairs(recipe.data, "valid"), recipe.rm.margin, t, device)
-    summary = loop.run(make_step(rm, train_rows, recipe.rm.margin, t, device), valid,
-                       lambda path: save_reward_model(rm, path), args.max_steps, args.resume)
-    print(json.dumps(summary, indent=2))
-    return summary
+    return run_phase("training.align.reward", __doc__, SECTIONS, RewardTraining, argv, "rm")
 
 
 if __name__ == "__main__":
-    from common.errors import cli_main
-
     cli_main(main)

@@ -13,11 +13,10 @@ conversation boundary. The loss of a step is the mean over its assistant tokens 
 summed cross-entropy is divided by the step's total count, so accumulation is exact).
 
 Output: <out>/metrics.jsonl (loss, lr, tokens_per_s, loss_tokens; val_loss, val_ppl), summary.json,
-final/ (a checkpoint for training.chat), loss.png. See training/align/common.py.
+final/ (a checkpoint for training.chat), loss.png. See training/loop.py.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.align.common import (Loop, LoopConfig, batches, begin, chunks, hidden_states, load_policy)
+from common.errors import UserError, cli_main
+from common.recipe import Recipe
+from training import dist
+from training.align.base import AlignConfig, PolicyPhase, first_rows
+from training.cli import run_phase
 from training.data import Batch, encode_rows, read_rows as read_split
+from training.loop import LossOut, Micro, Trainer, chunks, moe_aux, shard, step_rows
 from training.losses import IGNORE
 from training.optim import OptimConfig
 
@@ -38,7 +42,7 @@ class SFTData:
     max_rows: int = 0                 # use at most this many training rows (0: all)
 
 
-SECTIONS = {"data": SFTData, "optim": OptimConfig, "train": LoopConfig}
+SECTIONS = {"data": SFTData, "optim": OptimConfig, "train": AlignConfig}
 
 
 def read_rows(root: str | Path, split: str, limit: int = 0) -> list[dict]:
@@ -57,60 +61,54 @@ def sft_batch(rows: list[dict]) -> Batch:
     return batch
 
 
-def summed_loss(model, batch: Batch) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy over assistant targets, their count) of one batch. The lm_head runs only
-    on positions with a target: with a 151,936-token vocabulary it is most of the compute."""
-    h = hidden_states(model, batch.input_ids, doc_ids=batch.attention_doc_ids())   # [B, T, H]
+def summed_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(summed cross-entropy over the assistant targets of one batch, the MoE balance loss). The lm_head runs
+    only on positions with a target: with a 151,936-token vocabulary it is most of the compute."""
     keep = batch.targets != IGNORE                                                    # [B, T]
-    logits = model.lm_head(h[keep]).float()                                           # [N, V]
-    return F.cross_entropy(logits, batch.targets[keep], reduction="sum"), batch.n_targets
+    out = model(batch.input_ids, doc_ids=batch.attention_doc_ids(), logits_at=keep)   # logits [N, V]
+    return F.cross_entropy(out.logits.float(), batch.targets[keep], reduction="sum"), moe_aux(out)
 
 
-def make_step(model, rows: list[dict], train: LoopConfig, device):
-    def step(i: int) -> dict:
-        micro = [sft_batch(c).to(device) for c in chunks(batches(rows, train.batch_size, train.seed, i),
-                                                         train.micro_batch_size)]
-        n_total = sum(b.n_targets for b in micro)
-        loss_sum = 0.0
-        for b in micro:
-            total, _ = summed_loss(model, b)
-            (total / max(n_total, 1)).backward()
-            loss_sum += total.item()
-        tokens = sum(int(b.input_ids.numel()) for b in micro)
-        return {"loss": loss_sum / max(n_total, 1), "tokens": tokens, "loss_tokens": n_total}
-    return step
+class SFT(PolicyPhase):
+    """Assistant-token cross-entropy on packed ChatML rows; a step's loss is the mean over its assistant tokens."""
+    name = "sft"
 
+    def __init__(self, recipe: Recipe, env: dist.Env):
+        super().__init__(recipe, env)
+        t, d = recipe.train, recipe.data
+        self.train_rows = read_rows(d.root, "train", d.max_rows)
+        if not self.train_rows:
+            raise UserError(f"no SFT rows in {d.root}/train")
+        self.valid_rows = first_rows(read_rows(d.root, "valid"), t.eval_rows)
 
-def make_eval(model, rows: list[dict], train: LoopConfig, device):
-    if not rows:
-        return None
-    rows = rows[:train.eval_rows] if train.eval_rows else rows
+    def micro_batches(self, step: int, env: dist.Env) -> list[Micro]:
+        rows = shard(step_rows(self.train_rows, self.t.batch_size, self.t.seed, step), env)
+        batches = [sft_batch(c).to(self.device) for c in chunks(rows, self.t.micro_batch_size)]
+        return [Micro(b, b.n_targets) for b in batches]
 
-    def evaluate() -> dict:
+    def loss(self, model, micro: Micro) -> LossOut:
+        total, aux = summed_loss(model, micro.data)
+        return LossOut(total, aux=aux, tokens=int(micro.data.input_ids.numel()))
+
+    def train_step(self, trainer: Trainer, step: int) -> dict:
+        micros = self.micro_batches(step, trainer.env)
+        found = trainer.update(micros)
+        return {**found, "loss_tokens": int(trainer.env.sum(sum(m.weight for m in micros)))}
+
+    def evaluate(self, trainer: Trainer) -> dict | None:
+        if not self.valid_rows:
+            return None
         total = count = 0.0
-        for c in chunks(rows, train.micro_batch_size or train.batch_size):
-            s, n = summed_loss(model, sft_batch(c).to(device))
-            total, count = total + float(s), count + n
+        for c in chunks(self.valid_rows, self.t.micro):
+            batch = sft_batch(c).to(self.device)
+            total, count = total + float(summed_loss(self.model, batch)[0]), count + batch.n_targets
         loss = total / max(count, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
-    return evaluate
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, recipe, device = begin("sft", __doc__, SECTIONS, argv)
-    t = recipe.train
-    model = load_policy(t.init, device)
-    train_rows = read_rows(recipe.data.root, "train", recipe.data.max_rows)
-    if not train_rows:
-        raise SystemExit(f"no SFT rows in {recipe.data.root}/train")
-    loop = Loop(t.out, model, recipe.optim, t, "sft", recipe)
-    valid = make_eval(model, read_rows(recipe.data.root, "valid"), t, device)
-    summary = loop.run(make_step(model, train_rows, t, device), valid, max_steps=args.max_steps, resume=args.resume)
-    print(json.dumps(summary, indent=2))
-    return summary
+    return run_phase("training.align.sft", __doc__, SECTIONS, SFT, argv, "sft")
 
 
 if __name__ == "__main__":
-    from common.errors import cli_main
-
     cli_main(main)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.recipe import ConfigError, load_sections
+from common.recipe import ConfigError, Recipe
 from training.evaluate import report
 from training.evaluate.gsm8k import GSM8KConfig
 from training.evaluate.humaneval import HumanEvalConfig
@@ -45,7 +45,8 @@ SECTIONS = {"eval": EvalConfig, "ppl": PerplexityConfig, "mmlu": MMLUConfig, "gs
 
 
 def load_recipe(path: str | Path | None, overrides: list[str]) -> dict:
-    return load_sections(path, SECTIONS, overrides, recipe_dirs=(Path(__file__).resolve().parents[1] / "recipes",))
+    """The recipe's tables by name (common.recipe rules; a base is found in training/recipes/)."""
+    return Recipe.load(path, SECTIONS, overrides, recipe_dirs=(DEFAULT_RECIPE.parent,)).sections
 
 
 def data_root(cfg: EvalConfig) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.plot import pyplot, save
 from training.model.checkpoint import build_model, state_for_saving
 from training.model.qwen import ModelConfig
 
@@ -125,10 +126,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def heatmap(rows: list[dict], path, metric: str = "accuracy"):
     """One panel per variant: depth (y) by length (x), coloured by `metric`; saved as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     lengths, depths = sorted({r["length"] for r in rows}), sorted({r["depth"] for r in rows})
     fig, axes = plt.subplots(1, len(variants), figsize=(2.8 * len(variants), 3.4), squeeze=False, sharey=True)
@@ -145,6 +143,4 @@ def heatmap(rows: list[dict], path, metric: str = "accuracy"):
         ax.set_xlabel("context length (tokens)")
     axes[0][0].set_ylabel("passkey depth")
     fig.colorbar(image, ax=axes[0].tolist(), label=metric)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)

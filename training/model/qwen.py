@@ -96,10 +96,11 @@ class ModelConfig:
 
 @dataclass
 class Output:
-    logits: torch.Tensor                  # [B, T, V]
+    logits: torch.Tensor | None           # [B, T, V]; [N, V] with logits_at; None with return_hidden
     aux_loss: torch.Tensor | None = None  # MoE load-balancing loss (unscaled), else None
     router_logits: list | None = None     # per MoE layer [B*T, E]
     cache: "KVCache | None" = None
+    hidden: torch.Tensor | None = None    # [B, T, H] final-norm states, with return_hidden
 
 
 class KVCache:
@@ -248,9 +249,13 @@ class Qwen(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, logits_to_keep: int = 0) -> Output:
+                cache: KVCache | None = None, logits_to_keep: int = 0, logits_at: torch.Tensor | None = None,
+                return_hidden: bool = False) -> Output:
         """input_ids [B, T]; doc_ids [B, T] segment ids of packed documents; attention_mask [B, past+T]
-        (1 = real token, for left padding); cache grows by T. logits_to_keep=n keeps the last n."""
+        (1 = real token, for left padding); cache grows by T. logits_to_keep=n keeps the last n positions;
+        logits_at [B, T] bool computes the lm_head only there (logits [N, V]: with a 151,936-token vocabulary
+        the lm_head is most of the compute); return_hidden skips the lm_head and returns the final-norm states
+        (`hidden`) for a head of the caller's. The MoE load-balancing loss (`aux_loss`) comes with every form."""
         past = cache.length if cache is not None else 0
         if doc_ids is not None and past:
             raise ValueError("doc_ids is for training/prefill without a cache")
@@ -269,7 +274,10 @@ class Qwen(nn.Module):
         if cache is not None:
             cache.length += input_ids.shape[1]
         x = self.model.norm(x[:, -logits_to_keep:] if logits_to_keep else x)
-        out = Output(self.lm_head(x), cache=cache)                      # logits [B, T, V]
+        if return_hidden:
+            out = Output(None, cache=cache, hidden=x)
+        else:
+            out = Output(self.lm_head(x if logits_at is None else x[logits_at]), cache=cache)   # [B, T, V] / [N, V]
         if router_logits:
             pad = attention_mask[:, past:] if attention_mask is not None else None
             out.router_logits = router_logits
