@@ -30,6 +30,7 @@ TRAIN_SET ?=
 NPROC ?= 1
 CKPT ?= $(ROOT)/train/final
 HF ?= $(ROOT)/hf
+CHAT ?=
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -163,7 +164,7 @@ chat: setup
 	$(PY) -m training.chat --checkpoint $(CKPT)
 
 export-hf: setup
-	$(PY) -m training.model.hf export --checkpoint $(CKPT) --out $(HF)
+	$(PY) -m training.model.hf export --checkpoint $(CKPT) --out $(HF) $(if $(filter 1 true yes,$(CHAT)),--chat)
 
 import-hf: setup
 	$(PY) -m training.model.hf import --hf $(HF) --out $(CKPT)

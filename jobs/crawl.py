@@ -11,7 +11,8 @@ Resumable: a frontier is committed with `_SUCCESS` and a round's pending URLs ar
 its logged URLs, so running the same command again after a kill refetches only the pages of
 uncommitted segments and never writes a WARC record twice; `_stats.json`, `_config.json` and
 `_SUCCESS` are written when the crawl ends.
-Output folders must be on a file system every executor sees (local disk in local mode, NFS).
+Output folders must be on a file system every executor sees (local disk in local mode, NFS), or a URI (s3a://, gs://, hdfs://:
+segments are staged locally and uploaded at each commit; the driver needs the Hadoop connector, as every stage does).
 """
 
 from __future__ import annotations

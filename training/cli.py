@@ -37,7 +37,7 @@ def phase_args(prog: str, doc: str | None, recipe: str) -> argparse.ArgumentPars
     p.add_argument("--reward", help="reward model folder (online DPO, PPO: train.reward)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (the lr schedule still spans "
                                                                  "train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in <out>/checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.checkpoint_dir (default <out>/checkpoints)")
     return p
 
 

@@ -13,7 +13,8 @@ slice of G / world rows and cuts it into micro-batches. So the position is one i
 resume is exact (nothing repeated or skipped), N processes see exactly the rows one process would,
 and a run may resume on another world size. Each rank decodes only the row groups that hold its rows
 (one row group cached at a time). Rows shorter than `row_width` (the `partial` row per source) are
-padded and their padding is ignored by the loss.
+padded and their padding is ignored by the loss. The folder may be a URI (`s3://`, `s3a://`, `gs://`,
+`hdfs://`: common/fs.py), read row group by row group like a local one.
 
 Bad shards are user errors (`ShardError`, one line naming the file): a missing or malformed
 manifest, a file that is not Parquet, a row group that cannot be decoded, token ids outside the
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from common import fs
 from common.errors import UserError
 
 IGNORE = -100   # target id that cross_entropy(ignore_index=-100) skips
@@ -69,16 +71,16 @@ class ShardData:
     """One split of a shards folder: the manifest, and every row group as (file, index, rows)."""
 
     def __init__(self, root: str | Path, split: str, vocab_size: int | None = None):
-        self.root, self.vocab_size = Path(root), vocab_size
+        self.root, self.vocab_size = fs.as_path(root), vocab_size
         self.manifest = read_manifest(self.root)
         self.row_width = int(self.manifest["row_width"])
-        self.files = sorted((self.root / split).glob("*.parquet"))
+        self.files = split_files(self.root, split)
         self.groups = [(f, i, meta.row_group(i).num_rows) for f in self.files
                        for meta in [_footer(f)] for i in range(meta.num_row_groups)]
         self.groups = [g for g in self.groups if g[2] > 0]
         self.rows = sum(g[2] for g in self.groups)
         if not self.rows:
-            raise ShardError(f"no rows in {self.root / split}")
+            raise ShardError(f"no rows in {fs.join(self.root, split)}")
         self._cached: tuple | None = None
 
     def read_group(self, g: int) -> tuple[list, list]:
@@ -86,7 +88,7 @@ class ShardData:
         if self._cached is None or self._cached[0] != g:
             path, index, _ = self.groups[g]
             try:
-                table = pq.ParquetFile(path).read_row_group(index, columns=["input_ids", "doc_starts"])
+                table = _parquet(path).read_row_group(index, columns=["input_ids", "doc_starts"])
             except (OSError, pa.ArrowException, KeyError) as err:
                 raise ShardError(f"{path}: row group {index} cannot be read ({type(err).__name__}: {err})") from None
             self._check_ids(table.column("input_ids"), f"{path} row group {index}")
@@ -107,32 +109,42 @@ class ShardData:
 def read_rows(root: str | Path, split: str, columns: list[str] | None = None, limit: int = 0) -> list[dict]:
     """The rows of `<root>/<split>/*.parquet` as dicts (none when the split has no files); a missing
     `root` or a file that cannot be read is a `ShardError` naming it."""
-    if not Path(root).is_dir():
+    if not fs.is_dir(root):
         raise ShardError(f"{root} is not a shards folder (no such folder)")
     rows = []
-    for path in sorted((Path(root) / split).glob("*.parquet")):
+    for path in split_files(root, split):
         try:
-            rows += pq.read_table(path, columns=columns).to_pylist()
+            rows += fs.read_table(path, columns=columns).to_pylist()
         except (OSError, pa.ArrowException, KeyError) as err:
             raise ShardError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
     return rows[:limit] if limit else rows
 
 
-def read_manifest(root: Path) -> dict:
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
+def split_files(root: str | Path, split: str) -> list[str]:
+    """The Parquet files of `<root>/<split>` (a folder or a URI), sorted; none when there is no such split."""
+    return fs.glob(fs.join(root, split), "*.parquet")
+
+
+def read_manifest(root: str | Path) -> dict:
+    manifest = fs.join(root, "manifest.json")
+    if not fs.is_file(manifest):
         raise ShardError(f"{manifest} not found: is {root} a shards folder (jobs.tokenize)?")
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(fs.read_bytes(manifest).decode("utf-8"))
         int(data["row_width"])
     except (ValueError, KeyError, TypeError) as err:
         raise ShardError(f"{manifest} is not a shards manifest ({type(err).__name__}: {err})") from None
     return data
 
 
-def _footer(path: Path) -> pq.FileMetaData:
+def _parquet(path: str) -> pq.ParquetFile:
+    where, inner = fs.filesystem(path)
+    return pq.ParquetFile(inner, filesystem=where)
+
+
+def _footer(path: str) -> pq.FileMetaData:
     try:
-        return pq.ParquetFile(path).metadata
+        return _parquet(path).metadata
     except (OSError, pa.ArrowException) as err:
         raise ShardError(f"{path} is not a readable Parquet file ({err})") from None
 

@@ -43,6 +43,7 @@ from training.metrics import MetricsLog, peak_flops, read_metrics
 from training.model import checkpoint as ckpt
 from training.model.moe import SparseMoE
 from training.model.qwen import ModelConfig, Qwen
+from training.tracking import LOGGERS, open_trackers
 from training.optim import OptimConfig, make_optimizer, make_scheduler, param_groups
 
 
@@ -61,11 +62,16 @@ class LoopConfig:
     eval_every: int = 100            # 0: only at the start and the end
     save_every: int = 100            # training checkpoint every N steps (0: only at the end); --resume
     keep_last: int = 2               # training checkpoints kept
+    checkpoint_dir: str = ""         # where they go: a folder or s3:// gs:// hdfs:// URI ("": <out>/checkpoints)
     init: str = ""                   # checkpoint to start from; --init overrides
     out: str = "runs/train"          # --out overrides
+    loggers: tuple[str, ...] = ("jsonl",)   # + "tensorboard", "wandb", "mlflow" (training/tracking.py)
+    export_hf: bool = True           # also write <out>/hf, a Hugging Face folder with its tokenizer (causal LMs)
 
     def __post_init__(self):
         require_positive(self, "steps", "log_every", "keep_last")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        require(not unknown, "loggers", self.loggers, f"a list of {tuple(LOGGERS)}")
         require(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0 (0: only at the start and the end)")
         require(self.save_every >= 0, "save_every", self.save_every, ">= 0 (0: only at the end)")
         require(self.dtype in ("auto", "float32", "bfloat16"), "dtype", self.dtype, "auto, float32 or bfloat16")
@@ -103,6 +109,7 @@ class Phase:
     model: nn.Module
     cfg: ModelConfig
     panels: tuple[Panel, ...] = (Panel("loss", with_val("loss")),)
+    chat = True   # the Hugging Face export ends turns at <|im_end|> (pretraining: False)
 
     def micro_batches(self, step: int, env: dist.Env) -> list[Micro]:
         """This rank's micro-batches of optimizer step `step` (0-based)."""
@@ -135,10 +142,14 @@ class Phase:
         """Optimizer updates over the run (the lr schedule's horizon)."""
         return steps
 
+    def causal_lm(self, state: dict[str, torch.Tensor]) -> Qwen | None:
+        """The trained causal LM from `state`, the complete weights of the last checkpoint (FSDP-sharded
+        parameters are gathered there); None when the phase trains something else (a reward model)."""
+        return ckpt.build_model(self.cfg, state)
+
     def save_final(self, state: dict[str, torch.Tensor], final: Path) -> None:
-        """Writes the result from `state`, the complete weights of the last checkpoint (FSDP-sharded
-        parameters are gathered there), as our model format."""
-        ckpt.save_model(ckpt.build_model(self.cfg, state), final)
+        """final/: the result in our model format (training.chat, --init of the next phase)."""
+        ckpt.save_model(self.causal_lm(state), final)
 
     def summary(self, first: dict | None, last: dict | None) -> dict:
         return {}
@@ -185,11 +196,16 @@ class Trainer:
             ckpt.set_rng_state(rngs[self.env.rank] if len(rngs) == self.env.world else rngs[0])
             self.step = state["trainer"]["step"]
 
+    @property
+    def checkpoints(self) -> Path | str:
+        """The checkpoints folder: train.checkpoint_dir (a Path, or a URI as it is), else <out>/checkpoints."""
+        return ckpt.location(self.train.checkpoint_dir) if self.train.checkpoint_dir else self.out / "checkpoints"
+
     def _resume_state(self) -> dict | None:
-        found = ckpt.list_checkpoints(self.out / "checkpoints")
+        found = ckpt.list_checkpoints(self.checkpoints)
         if not found:
             if self.env.is_main:
-                print(f"--resume: no checkpoint in {self.out / 'checkpoints'}; starting from step 0", file=sys.stderr)
+                print(f"--resume: no checkpoint in {self.checkpoints}; starting from step 0", file=sys.stderr)
             return None
         return ckpt.load_training(found[-1])
 
@@ -238,7 +254,7 @@ class Trainer:
         return {name: clip_norm(params, clip) for name, params in self.phase.clip_groups().items()}
 
     def _nan_message(self, loss: float, norms: dict[str, float]) -> str:
-        found = ckpt.list_checkpoints(self.out / "checkpoints")
+        found = ckpt.list_checkpoints(self.checkpoints)
         last = found[-1] if found else "none (no checkpoint saved yet)"
         return (f"{self.phase.name}: non-finite values at step {self.step + 1} (loss {loss}, {norms}); stopped "
                 f"before the optimizer step. Last good checkpoint: {last}. Lower optim.lr or raise optim.warmup_steps.")
@@ -263,7 +279,7 @@ class Trainer:
             parts = {"optimizer": optim_state, "scheduler": self.sched.state_dict(),
                      **{name: part.state_dict() for name, part in self.phase.state().items()}}
             meta = {"world": self.env.world, "stage": self.phase.name, "recipe": self.recipe.to_dict()}
-            path = ckpt.save_training(self.out / "checkpoints", self.step, model_state, self.phase.cfg, parts,
+            path = ckpt.save_training(self.checkpoints, self.step, model_state, self.phase.cfg, parts,
                                       rngs, meta, self.train.keep_last)
         self.env.barrier()
         return path
@@ -274,7 +290,9 @@ class Trainer:
         t, started = self.train, time.time()
         self.setup(resume)
         stop = min(t.steps, max_steps or t.steps)
-        log = MetricsLog(self.out, self.step, stop, enabled=self.env.is_main)
+        trackers = open_trackers(t.loggers, self.out, f"{self.out.name}-{self.phase.name}",
+                                 self.recipe.to_dict()) if self.env.is_main else []
+        log = MetricsLog(self.out, self.step, stop, enabled=self.env.is_main, trackers=trackers)
         first = last = self.evaluate() if self.step == 0 else first_eval_of(self.out)
         if first and self.step == 0:
             log.write(first)
@@ -314,7 +332,13 @@ class Trainer:
                    "checkpoint": str(checkpoint), "final": str(final), "first_eval": first, "last_eval": last,
                    "last_train": record, **self.phase.summary(first, last)}
         if self.env.is_main:
-            self.phase.save_final(ckpt.load_training(checkpoint)["model"], final)
+            state = ckpt.load_weights(checkpoint)
+            self.phase.save_final(state, final)
+            model = self.phase.causal_lm(state) if self.train.export_hf else None
+            if model is not None:
+                from training.model.hf import save_pretrained
+                save_pretrained(model, self.out / "hf", chat=self.phase.chat)
+                summary["hf"] = str(self.out / "hf")
             rows = read_metrics(self.out / "metrics.jsonl")
             summary["loss_png"] = str(plot_panels(rows, self.phase.panels, self.out / "loss.png",
                                                   title=self.phase.name))

@@ -39,10 +39,10 @@ def flops_per_token(n_params: int, n_embedding: int, num_layers: int, hidden: in
 
 class MetricsLog:
     """Appends JSON lines and drives a tqdm bar; a fresh run replaces the file, a resumed one drops the lines
-    past its resume step."""
+    past its resume step. Every line also goes to `trackers` (training/tracking.py: TensorBoard, W&B, MLflow)."""
 
-    def __init__(self, out_dir: Path, resume_step: int, total: int, enabled: bool = True):
-        self.enabled = enabled
+    def __init__(self, out_dir: Path, resume_step: int, total: int, enabled: bool = True, trackers: list = ()):
+        self.enabled, self.trackers = enabled, list(trackers)
         self.path = Path(out_dir) / "metrics.jsonl"
         if not enabled:
             return
@@ -67,11 +67,15 @@ class MetricsLog:
         if self.enabled:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        for tracker in self.trackers:
+            tracker.log(record)
 
     def close(self) -> None:
         if self.enabled:
             self.bar.close()
             self.file.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ from common.errors import cli_main
 from common.recipe import ConfigError, Recipe, require, require_positive
 from training import dist
 from training.cli import run_phase
-from training.data import IGNORE, Batch, ShardData, StepLoader, eval_batches
+from training.data import IGNORE, Batch, ShardData, StepLoader, eval_batches, split_files
 from training.loop import LossOut, LoopConfig, Micro, Phase, Trainer, moe_aux
 from training.metrics import flops_per_token
 from training.model import checkpoint as ckpt
@@ -69,7 +68,6 @@ class DataConfig:
 class TrainConfig(LoopConfig):
     micro_batch_size: int = 8        # rows per rank per micro-batch
     grad_accum_steps: int = 1
-    export_hf: bool = True           # write <out>/hf at the end
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,19 +80,18 @@ SECTIONS = {"model": ModelSection, "data": DataConfig, "optim": OptimConfig, "tr
 class Pretraining(Phase):
     """Next-token cross-entropy on packed rows, per-document attention (`doc_starts`)."""
     name = "pretrain"
+    chat = False
 
     def __init__(self, recipe: Recipe, env: dist.Env):
         t, d = recipe.train, recipe.data
         self.data_cfg = d
         self.train_data = ShardData(d.root, "train")
-        valid = Path(d.root) / "valid"
-        self.valid_data = ShardData(d.root, "valid") if any(valid.glob("*.parquet")) else None
+        self.valid_data = ShardData(d.root, "valid") if split_files(d.root, "valid") else None
         self.model = ckpt.load_model(t.init) if t.init else Qwen(recipe.model.build_config())
         self.cfg = self.model.cfg
         self._check_vocab()
         self.loader = StepLoader(self.train_data, t.micro_batch_size, t.grad_accum_steps, env.rank, env.world,
                                  d.seed, d.shuffle)
-        self.export_hf = t.export_hf
 
     def _check_vocab(self) -> None:
         vocab = self.train_data.manifest.get("tokenizer", {}).get("vocab_size", 0)
@@ -136,14 +133,6 @@ class Pretraining(Phase):
         c = self.cfg
         return flops_per_token(self.model.num_params(active=True), 0 if c.tie_word_embeddings else
                                c.vocab_size * c.hidden_size, c.num_layers, c.hidden_size, self.train_data.row_width - 1)
-
-    def save_final(self, state: dict, final: Path) -> None:
-        """final/ and hf/ (Hugging Face layout) from the last checkpoint's weights."""
-        model = ckpt.build_model(self.cfg, state)
-        ckpt.save_model(model, final)
-        if self.export_hf:
-            from training.model.hf import save_pretrained
-            save_pretrained(model, final.parent / "hf")
 
     def summary(self, first: dict | None, last: dict | None) -> dict:
         return {"start_val_loss": (first or {}).get("val_loss"), "end_val_loss": (last or {}).get("val_loss")}

@@ -14,12 +14,18 @@ URLs or `seconds` seconds. On start, the writer removes the WARC and links files
 whose log is missing (an attempt killed mid-commit), so a page is archived at most once, and
 `done_urls()` lists what the committed segments hold, which the task then skips: rerunning a
 killed crawl refetches only the pages of its last, uncommitted segment.
+
+`out` may be a URI (`s3://`, `s3a://`, `gs://`, `hdfs://`: common/fs.py). The segment is then written
+in a local temporary folder the same way and uploaded at its commit, file by file, the log last, so the
+log stays the marker on a store without rename.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common import fs
 from stages.crawl.warc_exchange import CrawlWarcSink
 
 LOG_SCHEMA = pa.schema([
@@ -43,6 +50,7 @@ LINK_SCHEMA = pa.schema([("url", pa.string()), ("host", pa.string()), ("depth", 
 
 
 UNCOMMITTED = (("warc", ".warc.gz"), ("robotstxt", ".warc.gz"), ("robots", ".parquet"), ("links", ".parquet"))
+SEGMENT = UNCOMMITTED + (("log", ".parquet"),)   # a segment's files in commit order: the log, its marker, last
 
 
 def write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
@@ -56,9 +64,11 @@ def write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
 class SegmentWriter:
     """WARC records, links and log rows of one crawl task, committed segment by segment."""
 
-    def __init__(self, out: Path, task: str, software: str, pages: int = 100, seconds: float = 60.0):
-        self.out, self.task, self.software = Path(out), task, software
+    def __init__(self, out: str | Path, task: str, software: str, pages: int = 100, seconds: float = 60.0):
+        self.out, self.task, self.software = fs.as_path(out), task, software
         self.pages, self.seconds = max(1, pages), seconds
+        # where a segment's files are written: `out` itself, or a local folder uploaded at each commit
+        self.local = Path(tempfile.mkdtemp(prefix=f"{task}-")) if fs.is_remote(self.out) else self.out
         self._lock = threading.Lock()
         self.committed = self._committed_segments()
         self._remove_uncommitted()
@@ -67,24 +77,27 @@ class SegmentWriter:
         self._open()
 
     def _path(self, folder: str, index: int, suffix: str) -> Path:
-        return self.out / folder / f"{self.task}-s{index:04d}{suffix}"
+        """The local file a segment writes (under `out`, or the local folder when `out` is a URI)."""
+        return self.local / folder / f"{self.task}-s{index:04d}{suffix}"
 
     def _committed_segments(self) -> list[int]:
         pattern = re.compile(re.escape(self.task) + r"-s(\d{4})\.parquet$")
-        found = (pattern.match(p.name) for p in (self.out / "log").glob(f"{self.task}-s*.parquet"))
+        logs = fs.glob(fs.join(self.out, "log"), f"{self.task}-s*.parquet")
+        found = (pattern.match(os.path.basename(p)) for p in logs)
         return sorted(int(m.group(1)) for m in found if m)
 
     def _remove_uncommitted(self) -> None:
         for folder, suffix in UNCOMMITTED:
-            for path in (self.out / folder).glob(f"{self.task}-s*{suffix}*"):
-                index = re.search(r"-s(\d{4})", path.name)
-                if index and (int(index.group(1)) not in self.committed or path.name.endswith(".partial")):
-                    path.unlink(missing_ok=True)
+            for path in fs.glob(fs.join(self.out, folder), f"{self.task}-s*{suffix}*"):
+                name = os.path.basename(path)
+                index = re.search(r"-s(\d{4})", name)
+                if index and (int(index.group(1)) not in self.committed or name.endswith(".partial")):
+                    fs.remove(path)
 
     def done_urls(self) -> set[str]:
         """The frontier URLs the committed segments of this task already logged."""
-        paths = [self._path("log", i, ".parquet") for i in self.committed]
-        return {u for p in paths for u in pq.read_table(p, columns=["url"]).column("url").to_pylist()}
+        paths = [fs.join(self.out, "log", f"{self.task}-s{i:04d}.parquet") for i in self.committed]
+        return {u for p in paths for u in fs.read_table(p, columns=["url"]).column("url").to_pylist()}
 
     def _open(self) -> None:
         self.sink, self.logs, self.links, self.opened = None, [], [], time.monotonic()
@@ -120,27 +133,41 @@ class SegmentWriter:
             write_parquet(self._path("robots", self.index, ".parquet"), self.robots_rows, ROBOTS_SCHEMA)
         write_parquet(self._path("links", self.index, ".parquet"), self.links, LINK_SCHEMA)
         write_parquet(self._path("log", self.index, ".parquet"), self.logs, LOG_SCHEMA)
+        if self.local != self.out:
+            self._upload(self.index)
         self.committed.append(self.index)
         self.index, self.segments = self.index + 1, self.segments + 1
         self._open()
 
+    def _upload(self, index: int) -> None:
+        """Copies segment `index`'s local files to `out`, the log last, and deletes them here."""
+        for folder, suffix in SEGMENT:
+            local = self._path(folder, index, suffix)
+            if local.exists():
+                fs.put_file(local, fs.join(self.out, folder, local.name))
+                local.unlink()
+
     def close(self, ok: bool) -> None:
         """Commits the open segment (when it holds anything and the task did not fail)."""
         with self._lock:
-            if ok and (self.logs or self.robots_rows):
-                self._commit()
-                return
-            for sink in (self.sink, self.robots_sink):
-                if sink is not None:
-                    sink.__exit__(RuntimeError, None, None)
+            try:
+                if ok and (self.logs or self.robots_rows):
+                    self._commit()
+                    return
+                for sink in (self.sink, self.robots_sink):
+                    if sink is not None:
+                        sink.__exit__(RuntimeError, None, None)
+            finally:
+                if self.local != self.out:
+                    shutil.rmtree(self.local, ignore_errors=True)
 
 
-def robots_cache(out: Path, bucket_suffix: str, max_age: float) -> dict[str, dict]:
+def robots_cache(out: str | Path, bucket_suffix: str, max_age: float) -> dict[str, dict]:
     """The newest committed robots.txt answer per host among tasks named `*<bucket_suffix>-s*` (the same
     host group in earlier rounds), when younger than `max_age` seconds and definitive (2xx or 4xx)."""
     newest: dict[str, dict] = {}
-    for path in sorted((Path(out) / "robots").glob(f"r*{bucket_suffix}-s*.parquet")):
-        for row in pq.read_table(path).to_pylist():
+    for path in fs.glob(fs.join(out, "robots"), f"r*{bucket_suffix}-s*.parquet"):
+        for row in fs.read_table(path).to_pylist():
             if row["host"] not in newest or row["fetched_at"] > newest[row["host"]]["fetched_at"]:
                 newest[row["host"]] = row
     now = time.time()

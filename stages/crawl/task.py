@@ -23,7 +23,6 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from stages.base import EXITS, STAGE_ERROR, error_detail
 from stages.crawl.segments import SegmentWriter, robots_cache
@@ -207,7 +206,7 @@ def crawl_group(rows: list[dict], config: CrawlConfig, seed_hosts: set[str], out
                 bucket: int) -> dict:
     """Crawls the frontier rows of one host group into committed segments (stages/crawl/segments.py),
     skipping the URLs an earlier, killed attempt already committed."""
-    writer = SegmentWriter(Path(out), part_name(round_no, bucket), config.warc_software,
+    writer = SegmentWriter(out, part_name(round_no, bucket), config.warc_software,
                            config.checkpoint_pages, config.checkpoint_seconds)
     done = writer.done_urls()
     by_host = defaultdict(list)
@@ -216,7 +215,7 @@ def crawl_group(rows: list[dict], config: CrawlConfig, seed_hosts: set[str], out
             by_host[row["host"]].append(row)
     fetcher, scope = Fetcher(config, pool_size=max(1, config.concurrency_per_host)), Scope(config, seed_hosts)
     crawls = [HostCrawl(host, config, fetcher, writer, scope, round_no) for host in sorted(by_host)]
-    cache = robots_cache(Path(out), f"-b{bucket:05d}", config.robots_max_age)
+    cache = robots_cache(out, f"-b{bucket:05d}", config.robots_max_age)
     for c in crawls:
         c.cached = cache.get(c.host)
     ok = False

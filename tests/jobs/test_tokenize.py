@@ -144,3 +144,23 @@ def test_a_document_the_encoder_panics_on_is_counted_and_the_job_finishes(spark,
     with pytest.raises(JobFailed, match="tokenize: 1 of 31 records raised errors"):
         run(tmp_path / "docs", tmp_path / "strict", "--set", "spark.max_error_fraction=0.01")
     assert not (tmp_path / "strict" / "_SUCCESS").exists()
+
+
+def test_datasets_loads_the_shards_and_a_stage_folder(spark, docs_stage, tmp_path):
+    """`datasets.load_dataset("parquet", ...)` reads what the pipeline writes, with the documented columns."""
+    datasets = pytest.importorskip("datasets")
+    docs, rows = docs_stage
+    run(docs, tmp_path / "shards")
+    shards = datasets.load_dataset("parquet", cache_dir=str(tmp_path / "cache"), data_files={
+        split: str(tmp_path / "shards" / split / "*.parquet") for split in ("train", "valid")})
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    for split in ("train", "valid"):
+        assert shards[split].num_rows == manifest["splits"][split]["rows"]
+        assert {"split", "source", "input_ids", "doc_starts", "n_tokens", "n_docs", "partial"} <= set(
+            shards[split].column_names)
+    full = [r for r in shards["train"] if not r["partial"]]
+    assert full and all(len(r["input_ids"]) == 257 for r in full)
+    kept = datasets.load_dataset("parquet", cache_dir=str(tmp_path / "cache"),
+                                 data_files=str(docs / "kept" / "*.parquet"), split="train")
+    assert kept.num_rows == len(rows) and {"id", "text", "source"} <= set(kept.column_names)
+    assert sorted(kept["text"]) == sorted(text for _, text, _ in rows)

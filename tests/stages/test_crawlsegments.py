@@ -1,5 +1,6 @@
 """A crawl task killed midway: rerun, it fetches only what its committed segments do not hold, and
-no page is archived twice. Real HTTP server on 127.0.0.1, the task function called directly."""
+no page is archived twice. Real HTTP server on 127.0.0.1, the task function called directly; the segment
+writer on a real S3-compatible server (moto, on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
+from common import fs
 from stages.crawl import task as crawl
+from stages.crawl.fetch import FetchResult
 from stages.crawl.task import CrawlConfig, crawl_group
-from stages.crawl.segments import robots_cache
+from stages.crawl.segments import SegmentWriter, robots_cache
 from tests.stages.test_fetch import Site, page
 
 PAGES = [f"/p{i:02d}" for i in range(12)]
@@ -97,3 +100,45 @@ def test_an_error_on_one_url_is_logged_and_the_task_goes_on(site, tmp_path, monk
     assert log["p03"]["outcome"] == "error" and log["p03"]["error"] == "stage_error: crawl: ValueError: hostile page"
     assert log["p05"]["error"] == "stage_error: crawl: Panic: hostile page"
     assert all(r["outcome"] == "ok" for name, r in log.items() if name not in ("p03", "p05"))
+
+
+def fetched(url: str) -> FetchResult:
+    return FetchResult(url, url, status=200, reason="OK", headers=[("Content-Type", "text/html")],
+                       body=b"<html>" + url.encode() + b"</html>", ip="127.0.0.1", started=1.0, attempts=1)
+
+
+def log_row(url: str) -> dict:
+    return {"url": url, "final_url": url, "host": "h", "outcome": "ok", "round": 0}
+
+
+def test_segments_commit_to_s3_and_a_killed_attempt_resumes(s3):
+    """`out` as an S3 URI: segments are uploaded at their commit, the log last; a rerun sees only what the
+    committed logs name and deletes what a killed upload left without its log."""
+    out, urls = f"{s3}/crawl", [f"http://h/p{i}" for i in range(5)]
+    writer = SegmentWriter(out, "r0000-b00001", "test", pages=2)
+    for url in urls[:3]:
+        writer.record(log_row(url), [{"url": url + "/next", "host": "h", "depth": 1, "parent": url, "round": 0}],
+                      fetched(url))
+    staged = writer.local
+    # killed here: page 3 is in the open (local) segment; a later upload of segment 1 died before its log
+    (staged / "stray.warc.gz").write_bytes(b"not a segment")
+    fs.put_file(staged / "stray.warc.gz", f"{out}/warc/r0000-b00001-s0001.warc.gz")
+    again = SegmentWriter(out, "r0000-b00001", "test", pages=2)
+    assert again.done_urls() == set(urls[:2])
+    assert fs.glob(f"{out}/warc", "*") == [f"{out}/warc/r0000-b00001-s0000.warc.gz"]   # the stray one deleted
+    for url in urls[2:]:
+        again.record(log_row(url), [], fetched(url))
+    again.close(ok=True)
+    assert not again.local.exists()
+    assert [p.rsplit("/", 1)[1] for p in fs.glob(f"{out}/log", "*")] == [
+        f"r0000-b00001-s{i:04d}.parquet" for i in range(3)]
+    logged = [u for p in fs.glob(f"{out}/log", "*") for u in fs.read_table(p).column("url").to_pylist()]
+    assert sorted(logged) == urls
+    archived = []
+    for path in fs.glob(f"{out}/warc", "*.warc.gz"):
+        with fs.open_binary(path) as f:
+            archived += [r.rec_headers.get_header("WARC-Target-URI") for r in ArchiveIterator(f)
+                         if r.rec_type == "response"]
+    assert sorted(archived) == urls   # each page archived once
+    writer.close(ok=False)   # the killed attempt's local files
+    assert not staged.exists()

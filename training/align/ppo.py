@@ -28,7 +28,6 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -44,7 +43,7 @@ from training.align.reward import score as rm_score
 from training.cli import run_phase
 from training.generate import ENDOFTEXT, IM_END, SamplingConfig
 from training.loop import LossOut, Micro, Phase, Trainer, shard, sub_state
-from training.model.checkpoint import build_model, save_model
+from training.model.checkpoint import build_model
 from training.model.qwen import Qwen
 from training.optim import OptimConfig, param_groups
 
@@ -278,8 +277,8 @@ class PPO(Phase):
         return {"reward": float(batch.scores.mean()), "kl": float(kl.mean()),
                 "response_len": float(batch.mask.sum(1).mean())}
 
-    def save_final(self, state: dict, final: Path) -> None:
-        save_model(build_model(self.cfg, sub_state(state, "policy.")), final)
+    def causal_lm(self, state: dict) -> Qwen:
+        return build_model(self.cfg, sub_state(state, "policy."))
 
     def summary(self, first: dict | None, last: dict | None) -> dict:
         return {"start_reward": first["val_reward"], "end_reward": last["val_reward"], "end_kl": last["val_kl"],

@@ -137,6 +137,9 @@ class RewardTraining(Phase):
         loss, metrics = bradley_terry_loss(r[:, 0], r[:, 1], self.margin)
         return {"loss": loss.item(), **metrics}
 
+    def causal_lm(self, state: dict) -> None:
+        return None   # a reward model, not a causal LM: no Hugging Face export
+
     def save_final(self, state: dict, final: Path) -> None:
         rm = RewardModel(build_model(self.cfg, sub_state(state, "backbone.")))
         rm.head.load_state_dict(sub_state(state, "head."))

@@ -6,17 +6,21 @@ the Hugging Face Qwen2 names with stacked experts) and ``model_config.json`` (a 
 
 ``python -m training.model.hf`` converts to and from HF layout. The trainer's checkpoints (``save_training``,
 ``load_training``, below) are such a folder plus optimizer, scheduler, RNG and data-position state, so
-``load_model`` reads them too.
+``load_model`` reads them too. Every function here takes a local folder or a URI (``s3://``, ``s3a://``,
+``gs://``, ``hdfs://``: common/fs.py): a URI's files are written locally, then uploaded, and read from a
+local copy of the files needed.
 """
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from common import fs
 from common.errors import UserError
 
 from training.model.qwen import ModelConfig, Qwen
@@ -49,10 +53,9 @@ def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.d
 
 
 def save_model(model: Qwen, path: str | Path) -> None:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(state_for_saving(model), str(path / WEIGHTS), metadata={"format": "pt"})
-    (path / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
+    with fs.staged(path, last=[CONFIG]) as folder:
+        save_file(state_for_saving(model), str(folder / WEIGHTS), metadata={"format": "pt"})
+        (folder / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
 
 
 class CheckpointError(UserError, ValueError):
@@ -60,15 +63,16 @@ class CheckpointError(UserError, ValueError):
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None) -> Qwen:
-    path = Path(path)
-    for name in (CONFIG, WEIGHTS):
-        if not (path / name).is_file():
-            raise CheckpointError(f"{path} is not a model checkpoint: {name} is missing")
-    try:
-        cfg = ModelConfig.from_dict(json.loads((path / CONFIG).read_text(encoding="utf-8")))
-        weights = load_file(str(path / WEIGHTS))
-    except (ValueError, TypeError, KeyError, OSError, SafetensorError) as err:   # JSON, config keys, weights
-        raise CheckpointError(f"{path}: the checkpoint cannot be read ({type(err).__name__}: {err})") from None
+    path = fs.as_path(path)
+    with fs.local_copy(path, [CONFIG, WEIGHTS]) as local:
+        for name in (CONFIG, WEIGHTS):
+            if not (local / name).is_file():
+                raise CheckpointError(f"{path} is not a model checkpoint: {name} is missing")
+        try:
+            cfg = ModelConfig.from_dict(json.loads((local / CONFIG).read_text(encoding="utf-8")))
+            weights = load_file(str(local / WEIGHTS))
+        except (ValueError, TypeError, KeyError, OSError, SafetensorError) as err:   # JSON, config keys, weights
+            raise CheckpointError(f"{path}: the checkpoint cannot be read ({type(err).__name__}: {err})") from None
     return build_model(cfg, weights, dtype)
 
 
@@ -76,8 +80,10 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None) -> Qwen:
 # A training checkpoint is a model folder (above) plus `optimizer.pt` (optimizer and scheduler),
 # `rng.pt` (RNG states, one per rank) and `trainer_state.json` (step, data position, recipe):
 #     <out>/checkpoints/step-000100/
-# It is written into a hidden sibling and renamed into place, so a killed run never leaves a
-# half-written folder that looks finished; only the last `keep_last` folders are kept.
+# A local one is written into a hidden sibling and renamed into place; an object store has no rename,
+# so there every other file is uploaded first and `trainer_state.json`, which `list_checkpoints`
+# requires, last. Either way a killed run never leaves a half-written folder that looks finished; only
+# the last `keep_last` folders are kept.
 
 STEP_PREFIX, TRAINER_STATE = "step-", "trainer_state.json"
 
@@ -103,44 +109,57 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training(folder: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict,
-                  rngs: list[dict], trainer_state: dict, keep_last: int) -> Path:
-    """Atomically writes <folder>/step-NNNNNN and prunes older ones; model_state has our names."""
-    folder = Path(folder)
-    final = folder / f"{STEP_PREFIX}{step:06d}"
-    tmp = folder / f".{final.name}.tmp"
-    _remove(tmp)
-    tmp.mkdir(parents=True)
+def location(path: str | Path) -> Path | str:
+    """A checkpoints folder as the functions here return its entries: a Path, or the URI itself."""
+    return fs.as_path(path)
+
+
+def save_training(folder: str | Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict,
+                  rngs: list[dict], trainer_state: dict, keep_last: int) -> Path | str:
+    """Writes <folder>/step-NNNNNN so that it looks finished only once complete (see above), and prunes
+    older ones; model_state has our names."""
+    folder = location(folder)
+    final = location(fs.join(folder, f"{STEP_PREFIX}{step:06d}"))
+    remote = fs.is_remote(folder)
+    target = final if remote else folder / f".{final.name}.tmp"
+    _remove(target)   # a killed attempt's files (a remote one has no marker, so it was never listed)
     if cfg.tie_word_embeddings:
         model_state = {k: v for k, v in model_state.items() if k != "lm_head.weight"}
-    save_file({k: v.detach().contiguous() for k, v in model_state.items()}, str(tmp / WEIGHTS),
-              metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    torch.save(optim_state, tmp / "optimizer.pt")
-    torch.save(rngs, tmp / "rng.pt")
-    (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
-    _remove(final)
-    tmp.rename(final)
+    with fs.staged(target, last=[TRAINER_STATE]) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model_state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        torch.save(optim_state, tmp / "optimizer.pt")
+        torch.save(rngs, tmp / "rng.pt")
+        (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
+    if not remote:
+        _remove(final)
+        target.rename(final)
     for old in list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         _remove(old)
     return final
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Finished training checkpoints, oldest first."""
-    folder = Path(folder)
-    found = [p for p in folder.glob(f"{STEP_PREFIX}*") if (p / TRAINER_STATE).exists()] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+def list_checkpoints(folder: str | Path) -> list[Path | str]:
+    """Finished training checkpoints (those with a trainer_state.json), oldest first."""
+    found = [location(p) for p in fs.glob(folder, f"{STEP_PREFIX}*") if fs.exists(fs.join(p, TRAINER_STATE))]
+    return sorted(found, key=lambda p: int(posixpath.basename(str(p))[len(STEP_PREFIX):]))
 
 
-def load_training(path: Path) -> dict:
+def load_training(path: str | Path) -> dict:
     """The parts of a training checkpoint: model state (our names), optimizer state, RNGs, trainer state."""
-    path = Path(path)
-    config = ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
-    return {"model": load_file(str(path / WEIGHTS)), "config": config,
-            "optim": torch.load(path / "optimizer.pt", weights_only=False),
-            "rng": torch.load(path / "rng.pt", weights_only=False),
-            "trainer": json.loads((path / TRAINER_STATE).read_text())}
+    with fs.local_copy(path) as local:
+        config = ModelConfig.from_dict(json.loads((local / CONFIG).read_text()))
+        return {"model": load_file(str(local / WEIGHTS)), "config": config,
+                "optim": torch.load(local / "optimizer.pt", weights_only=False),
+                "rng": torch.load(local / "rng.pt", weights_only=False),
+                "trainer": json.loads((local / TRAINER_STATE).read_text())}
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state (our names) of a training checkpoint, without its optimizer state."""
+    with fs.local_copy(path, [WEIGHTS]) as local:
+        return load_file(str(local / WEIGHTS))
 
 
 def load_weights_into(model: Qwen, state: dict[str, torch.Tensor]) -> None:
@@ -151,8 +170,9 @@ def load_weights_into(model: Qwen, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"checkpoint mismatch: missing {sorted(set(missing) - allowed)}, unexpected {unexpected}")
 
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
+def _remove(path: Path | str) -> None:
+    """Deletes a checkpoint folder; on a remote store its marker first, so a pruning stopped midway
+    never leaves a folder that looks finished but lacks files."""
+    if fs.is_remote(path):
+        fs.remove(fs.join(path, TRAINER_STATE))
+    fs.remove(path)

@@ -1,11 +1,15 @@
 """Hugging Face interop: Qwen2 / Qwen2-MoE directories in and out, Qwen v1 (remote-code) checkpoints in.
 
     python -m training.model.hf export --checkpoint runs/ckpt/final --out runs/hf/qwen2-debug
+    python -m training.model.hf export --checkpoint runs/sft/final --out runs/hf/qwen2-chat --chat
     python -m training.model.hf import --hf path/to/Qwen2-0.5B --out runs/ckpt/imported
 
 ``save_pretrained`` writes ``config.json`` and ``model.safetensors`` (sharded, with
 ``model.safetensors.index.json``, above ``max_shard_bytes``) that
-``transformers.AutoModelForCausalLM.from_pretrained`` loads as Qwen2ForCausalLM / Qwen2MoeForCausalLM.
+``transformers.AutoModelForCausalLM.from_pretrained`` loads as Qwen2ForCausalLM / Qwen2MoeForCausalLM, and,
+when the vocabulary holds the Qwen tokenizer, its files (hf_tokenizer.py: tokenizer.json, tokenizer_config.json
+with the ChatML template, special_tokens_map.json, generation_config.json; ``chat`` makes <|im_end|> the eos).
+Import reads config.json and the weights and ignores every other file.
 Names are the HF names already; only experts change shape: our stacked ``experts.gate_up_proj``
 [E, 2I, H] / ``experts.down_proj`` [E, H, I] <-> per-expert ``experts.{e}.{gate,up,down}_proj.weight``.
 """
@@ -19,10 +23,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from stages.tokenize.tokenizer import ENDOFTEXT_ID, IM_END_ID
 from training.model.checkpoint import build_model, load_model, save_model, state_for_saving
+from training.model.hf_tokenizer import DEFAULT_SYSTEM, TOKENIZER_SIZE, save_tokenizer
 from training.model.qwen import ModelConfig, Qwen
 
-SPECIAL = dict(bos_token_id=151643, eos_token_id=151643)
+SPECIAL = dict(bos_token_id=ENDOFTEXT_ID, eos_token_id=ENDOFTEXT_ID)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -209,13 +215,29 @@ def from_v1_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- directories
 
-def save_pretrained(model: Qwen, path: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:
-    """config.json + model.safetensors, or numbered shards + model.safetensors.index.json."""
+def save_pretrained(model: Qwen, path: str | Path, max_shard_bytes: int = 5 * 2**30, *, chat: bool = False,
+                    system_prompt: str = DEFAULT_SYSTEM) -> None:
+    """config.json, the weights and (vocabulary >= TOKENIZER_SIZE) the tokenizer, chat template and generation config.
+
+    `chat`: the model ends its turns with <|im_end|> (SFT and later phases), so that is its eos; `system_prompt`:
+    what the chat template adds when a conversation has no system message (as training's data did).
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(to_hf_config(model.cfg), indent=2) + "\n")
+    config = to_hf_config(model.cfg)
+    if chat:
+        config["eos_token_id"] = IM_END_ID
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_weights(to_hf_state(model), path, max_shard_bytes)
+    if model.cfg.vocab_size >= TOKENIZER_SIZE:   # a toy vocabulary is not Qwen's: weights only
+        save_tokenizer(path, chat=chat, model_max_length=model.cfg.max_position_embeddings,
+                       system_prompt=system_prompt)
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, max_shard_bytes: int) -> None:
+    """model.safetensors, or numbered shards + model.safetensors.index.json."""
     shards, size = [{}], 0
-    for name, t in to_hf_state(model).items():
+    for name, t in state.items():
         nbytes = t.numel() * t.element_size()
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append({})
@@ -263,12 +285,16 @@ def main(argv=None) -> None:
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--max-shard-gb", type=float, default=5.0)
+    ex.add_argument("--chat", action="store_true", help="a chat model: <|im_end|> ends its turns (eos)")
+    ex.add_argument("--system-prompt", default=DEFAULT_SYSTEM,
+                    help="the chat template's system message when a conversation has none ('' for none)")
     im = sub.add_parser("import", help="HF directory -> our checkpoint")
     im.add_argument("--hf", required=True)
     im.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.cmd == "export":
-        save_pretrained(load_model(args.checkpoint), args.out, int(args.max_shard_gb * 2**30))
+        save_pretrained(load_model(args.checkpoint), args.out, int(args.max_shard_gb * 2**30), chat=args.chat,
+                        system_prompt=args.system_prompt)
     else:
         save_model(from_pretrained(args.hf), args.out)
     print(f"wrote {args.out}")
