@@ -2,7 +2,9 @@
 
     filesystem("s3a://bucket/shards")         # -> (pyarrow S3FileSystem, "bucket/shards")
     glob("s3://bucket/shards/train", "*.parquet"), read_bytes(uri), read_table(uri, columns)
+    for folder, subfolders, files in walk("s3://bucket/run"): ...    # os.walk, for a URI too
     put_file("/tmp/x.parquet", "s3://bucket/out/x.parquet")   # atomic where the store allows
+    write_bytes("s3://bucket/run/report.html", page)          # the same, from bytes in memory
     with staged("s3://bucket/ckpt/step-000010", last=["trainer_state.json"]) as folder: ...   # write, then upload
     with local_copy("s3://bucket/ckpt/step-000010", names=["model.safetensors"]) as folder: ...
 
@@ -136,6 +138,28 @@ def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
     return sorted(join(folder, name) for name in names if fnmatch.fnmatchcase(name, pattern))
 
 
+def walk(top: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` for a local folder or a URI: top-down (folder, subfolder names, file names), folders as
+    paths or URIs under `top`; prune the subfolder names in place to skip them (each folder visited is
+    one listing request on an object store). Nothing when `top` is not a folder."""
+    if not is_remote(top):
+        yield from os.walk(local_path(str(top)))
+        return
+    from pyarrow import fs
+
+    where, inner = filesystem(top)
+    if where.get_file_info(inner).type != fs.FileType.Directory:
+        return
+    pending = [(str(top), inner)]
+    while pending:
+        folder, path = pending.pop()
+        entries = where.get_file_info(fs.FileSelector(path, allow_not_found=True))
+        subfolders = sorted(e.base_name for e in entries if e.type == fs.FileType.Directory)
+        files = sorted(e.base_name for e in entries if e.type == fs.FileType.File)
+        yield folder, subfolders, files
+        pending += [(join(folder, name), posixpath.join(path, name)) for name in reversed(subfolders)]
+
+
 def remove(path: str | os.PathLike) -> None:
     """Deletes a file or a folder with everything in it; nothing when it is missing."""
     if not is_remote(path):
@@ -168,6 +192,14 @@ def put_file(local: str | os.PathLike, path: str | os.PathLike) -> None:
         raise
     if target != inner:
         where.move(target, inner)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to the file `path`, atomically as `put_file` does (one upload to an object store)."""
+    with tempfile.TemporaryDirectory(prefix="write-") as tmp:
+        local = Path(tmp, "data")
+        local.write_bytes(data)
+        put_file(local, path)
 
 
 def upload_folder(local: str | os.PathLike, path: str | os.PathLike, last: Iterable[str] = ()) -> None:

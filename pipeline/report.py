@@ -1,6 +1,7 @@
 """The pipeline report: one self-contained HTML page (tables + PNG plots) about a run's stage folders.
 
     python -m jobs.report --root runs/demo          # -> runs/demo/report.html (also `make report`)
+    python -m jobs.report --root s3://bucket/runs/demo   # a URI (s3://, s3a://, gs://, hdfs://): common/fs.py
 
 A stage is any folder under the root, at any depth, holding `_stats.json` and `_SUCCESS`: `langid`,
 the mix outputs `mix/sft`, a specialist's `code-qwen/dedup`. Stages are listed in pipeline order
@@ -13,6 +14,11 @@ top level of the run), the language distribution, quality-score and perplexity h
 rejected documents) and duplicate-cluster sizes; a missing stage or a column of nulls is said in words.
 Last, the final mixture by source (`shards/manifest.json`). Plots are PNG (common.plot) embedded as
 base64, so the page is one file.
+
+The run is read through common/fs.py, so `--root` and `--out` may be local paths or URIs: the stage
+folders are found by a pruned walk (one listing per folder, none inside a stage), each Parquet file is
+read one column at a time through pyarrow.fs, and the page is written atomically (a local file under a
+temporary name, then renamed; on an object store, one upload).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import statistics
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
+import pyarrow.parquet as pq
 
+from common import fs
+from common.errors import UserError
 from common.plot import png_bytes, pyplot
 
 ORDER = ("crawl", "ingest", "ingest_code", "extract", "langid", "quality", "perplexity", "dedup", "decontam",
@@ -44,50 +52,66 @@ SAMPLE_DOCS = 200
 PARTS = ("kept", "rejected")
 
 
-def finished(folder: Path) -> bool:
-    return (folder / "_SUCCESS").exists() and (folder / "_stats.json").exists()
+def read_json(path: str | Path):
+    return json.loads(fs.read_bytes(path))
 
 
-def stage_dirs(root: Path) -> dict[str, Path]:
-    """{label: folder} of every folder under `root` holding `_stats.json` (its insides are not searched),
-    labelled by its path (`mix/sft`), in pipeline order within each sub-run (`code-qwen/...` after the main run)."""
+def finished(folder: str | Path) -> bool:
+    return fs.exists(fs.join(folder, "_SUCCESS")) and fs.exists(fs.join(folder, "_stats.json"))
+
+
+def stage_dirs(root: str | Path) -> dict[str, str]:
+    """{label: folder (path or URI)} of every folder under `root` holding `_stats.json` (its insides are not
+    searched), labelled by its path (`mix/sft`), in pipeline order within each sub-run (`code-qwen/...` after
+    the main run)."""
     found = {}
-    for folder, subdirs, files in os.walk(root):
-        if "_stats.json" in files and Path(folder) != Path(root):
-            found[Path(folder).relative_to(root).as_posix()] = Path(folder)
+    for folder, subdirs, files in fs.walk(root):
+        if "_stats.json" in files and PurePosixPath(folder) != PurePosixPath(root):
+            found[PurePosixPath(folder).relative_to(root).as_posix()] = folder
             subdirs.clear()
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))  # .name.tmp-*: a job in progress
     return dict(sorted(found.items(), key=lambda kv: order_key(kv[0], kv[1])))
 
 
-def order_key(label: str, folder: Path) -> tuple[str, int, str]:
+def order_key(label: str, folder: str) -> tuple[str, int, str]:
     """(sub-run, rank, label): the sub-run is the path before the first known stage name; a folder with
     an unknown name is ranked by the `stage` its `_stats.json` names (`code-qwen/code` is `ingest_code`)."""
     parts = label.split("/")
     for i, part in enumerate(parts):
         if part in RANK:
             return "/".join(parts[:i]), RANK[part], label
-    stage = json.loads((folder / "_stats.json").read_text()).get("stage")
+    stage = read_json(fs.join(folder, "_stats.json")).get("stage")
     return "/".join(parts[:-1]), RANK.get(stage, len(ORDER)), label
 
 
-def load_stats(stages: dict[str, Path]) -> dict[str, dict]:
-    return {name: json.loads((p / "_stats.json").read_text()) for name, p in stages.items()}
+def load_stats(stages: dict[str, str]) -> dict[str, dict]:
+    return {name: read_json(fs.join(p, "_stats.json")) for name, p in stages.items()}
 
 
-def parquet_files(stage: Path, part: str = "kept") -> list[Path]:
-    return sorted((stage / part).glob("*.parquet"))
+def parquet_files(stage: str, part: str = "kept") -> list[str]:
+    return fs.glob(fs.join(stage, part), "*.parquet")
 
 
-def read_column(stage: Path, part: str, name: str) -> pl.Series:
+def columns_of(file: str) -> list[str]:
+    """The column names of one Parquet file (its footer only)."""
+    where, inner = fs.filesystem(file)
+    return pq.read_schema(inner, filesystem=where).names
+
+
+def column(file: str, name: str) -> pl.Series:
+    """Column `name` of one Parquet file (local path or URI), nulls included; only that column is read."""
+    return pl.from_arrow(fs.read_table(file, [name]))[name]
+
+
+def read_column(stage: str, part: str, name: str) -> pl.Series:
     """Non-null values of column `name` in the stage's `part` (empty when the part or column is absent)."""
     files = parquet_files(stage, part)
-    if not files or name not in pl.read_parquet_schema(files[0]):
+    if not files or name not in columns_of(files[0]):
         return pl.Series(name, [])
-    return pl.scan_parquet(files).select(name).drop_nulls().collect()[name]
+    return pl.concat([column(f, name).drop_nulls() for f in files])
 
 
-def column_source(stages: dict[str, Path], name: str, parts: tuple[str, ...] = PARTS
+def column_source(stages: dict[str, str], name: str, parts: tuple[str, ...] = PARTS
                   ) -> tuple[str, dict[str, pl.Series]] | str:
     """(stage, {part: values}) of column `name` in the stage that computes it (`SOURCES`), or the
     sentence that says why there is nothing to plot."""
@@ -107,7 +131,7 @@ def docs_out(s: dict) -> int | None:
     return sum(split.get("rows", 0) for split in s["splits"].values()) if "splits" in s else None
 
 
-def tokens_out(stage: Path, s: dict) -> tuple[int, bool] | None:
+def tokens_out(stage: str, s: dict) -> tuple[int, bool] | None:
     """(tokens, estimated) of the stage's output: counted (`tokens_after`, shard splits, an `n_tokens`
     column), else estimated from the text; None where there is no text (crawl, ingest)."""
     if "tokens_after" in s:
@@ -118,20 +142,24 @@ def tokens_out(stage: Path, s: dict) -> tuple[int, bool] | None:
         keys = ("tokens", "prompt_tokens", "chosen_tokens", "rejected_tokens")
         return sum(split.get(k, 0) for split in s["splits"].values() for k in keys), False
     files = parquet_files(stage)
-    schema = pl.read_parquet_schema(files[0]) if files else {}
-    if "n_tokens" in schema:
-        return pl.scan_parquet(files).select(pl.col("n_tokens").sum()).collect().item() or 0, False
-    if "text" in schema:
-        chars = pl.scan_parquet(files).select(pl.col("text").str.len_chars().sum()).collect().item() or 0
+    names = columns_of(files[0]) if files else []
+    if "n_tokens" in names:
+        return sum(column(f, "n_tokens").sum() or 0 for f in files), False
+    if "text" in names:   # one file's texts in memory at a time
+        chars = sum(column(f, "text").str.len_chars().sum() or 0 for f in files)
         return (round(chars * tokens_per_char(files)), True) if chars else None
     return None
 
 
-def tokens_per_char(files: list[Path], sample: int = SAMPLE_DOCS) -> float:
+def tokens_per_char(files: list[str], sample: int = SAMPLE_DOCS) -> float:
     """Qwen tokens per character of the first `sample` texts (the funnel's estimate for text stages)."""
     from stages.tokenize.tokenizer import QwenTokenizer
 
-    texts = pl.scan_parquet(files).select("text").drop_nulls().head(sample).collect()["text"].to_list()
+    texts: list[str] = []
+    for file in files:
+        texts += column(file, "text").drop_nulls().head(sample - len(texts)).to_list()
+        if len(texts) == sample:
+            break
     encode = QwenTokenizer().encoding.encode_ordinary_batch
     chars = sum(map(len, texts))
     return sum(map(len, encode(texts))) / chars if chars else 0.25
@@ -204,7 +232,7 @@ def counts_caption(label: str, values: dict[str, pl.Series], median: bool = Fals
     return f"<p>documents of <code>{label}</code> with a value: {'; '.join(one(p, v) for p, v in values.items())}</p>"
 
 
-def languages_section(stages: dict[str, Path]) -> tuple[str, str]:
+def languages_section(stages: dict[str, str]) -> tuple[str, str]:
     found = column_source(stages, "lang")
     if isinstance(found, str):
         return "Languages", f"<p>{found}</p>"
@@ -216,7 +244,7 @@ def languages_section(stages: dict[str, Path]) -> tuple[str, str]:
     return "Languages", counts_caption(label, values) + image(bar_plot(top, bars, "top languages", "documents"))
 
 
-def scores_section(stages: dict[str, Path], name: str, title: str, log: bool = False) -> tuple[str, str]:
+def scores_section(stages: dict[str, str], name: str, title: str, log: bool = False) -> tuple[str, str]:
     found = column_source(stages, name)
     if isinstance(found, str):
         return title, f"<p>{found}</p>"
@@ -225,7 +253,7 @@ def scores_section(stages: dict[str, Path], name: str, title: str, log: bool = F
     return title, counts_caption(label, values, median=True) + image(plot)
 
 
-def clusters_section(stages: dict[str, Path]) -> tuple[str, str]:
+def clusters_section(stages: dict[str, str]) -> tuple[str, str]:
     found = column_source(stages, "dup_of", ("rejected",))
     if isinstance(found, str):
         return "Duplicate clusters", f"<p>{found}</p>"
@@ -245,11 +273,11 @@ def cluster_sizes(dup_of: pl.Series) -> dict[int, int]:
     return dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list()))
 
 
-def mixture_section(root: Path) -> tuple[str, str] | None:
-    manifest = root / "shards" / "manifest.json"
-    if not manifest.exists():
+def mixture_section(root: str | Path) -> tuple[str, str] | None:
+    manifest = fs.join(root, "shards", "manifest.json")
+    if not fs.exists(manifest):
         return None
-    splits = json.loads(manifest.read_text())["splits"]
+    splits = read_json(manifest)["splits"]
     rows = [[split, source, f"{tokens:,}"] for split, info in splits.items()
             for source, tokens in info["tokens_per_source"].items()]
     efficiency = ", ".join(f"{k}: {v['packing_efficiency']}" for k, v in splits.items())
@@ -257,7 +285,7 @@ def mixture_section(root: Path) -> tuple[str, str] | None:
         f"<p>packing efficiency {efficiency}</p>"
 
 
-def funnel_section(stages: dict[str, Path], stats: dict[str, dict]) -> tuple[str, str]:
+def funnel_section(stages: dict[str, str], stats: dict[str, dict]) -> tuple[str, str]:
     tokens = {name: tokens_out(stages[name], s) for name, s in stats.items()}
     plots = image(bar_plot(list(stats), {"documents": [docs_out(s) or 0 for s in stats.values()]},
                            "documents out of each stage"))
@@ -267,7 +295,7 @@ def funnel_section(stages: dict[str, Path], stats: dict[str, dict]) -> tuple[str
     return "Funnel", table(FUNNEL_HEADER, funnel_rows(stats, tokens)) + FUNNEL_NOTE + plots
 
 
-def sections(root: Path) -> list[tuple[str, str]]:
+def sections(root: str | Path) -> list[tuple[str, str]]:
     """(title, html) of every section."""
     found = stage_dirs(root)
     stages = {name: path for name, path in found.items() if finished(path)}
@@ -294,13 +322,17 @@ def image(data: str) -> str:
     return f'<img src="data:image/png;base64,{data}">'
 
 
-def write_report(root: str | Path, out: str | Path | None = None) -> Path:
-    """Writes the report of the run folder `root`; returns its path."""
-    root = Path(root)
-    target = Path(out) if out else root / "report.html"
+def write_report(root: str | Path, out: str | Path | None = None) -> Path | str:
+    """Writes the report of the run folder `root` (a path or URI) to `out` (default `<root>/report.html`),
+    atomically; returns its path (a Path where local, else the URI)."""
+    root = fs.as_path(root)
+    if not fs.is_dir(root):
+        raise UserError(f"--root {root}: no such run folder")
+    target = fs.as_path(out or fs.join(root, "report.html"))
     parts = "".join(f"<h2>{html.escape(t)}</h2>{body}" for t, body in sections(root))
     style = "body{font-family:sans-serif;max-width:960px;margin:2em auto}td,th{padding:2px 10px;text-align:right}"
-    page = f"<!doctype html><meta charset=utf-8><title>Pipeline report: {html.escape(root.name)}</title>" \
+    name = PurePosixPath(str(root)).name
+    page = f"<!doctype html><meta charset=utf-8><title>Pipeline report: {html.escape(name)}</title>" \
            f"<style>{style}</style><h1>Pipeline report: {html.escape(str(root))}</h1>{parts}"
-    target.write_text(page, encoding="utf-8")
+    fs.write_bytes(target, page.encode("utf-8"))
     return target

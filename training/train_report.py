@@ -1,12 +1,16 @@
 """Training report: loss and learning-rate curves, throughput and first/last metrics of every stage.
 
     python -m training.train_report --root runs/demo      # -> runs/demo/train_report.{html,md}
+    python -m training.train_report --root s3://bucket/runs/demo   # a URI (s3://, s3a://, gs://, hdfs://)
 
 Reads the stage folders that exist under the run root -- ``train`` (pretraining), ``sft``, ``rm``,
 ``ppo``, ``dpo``, ``online_dpo`` -- each with ``metrics.jsonl`` (one JSON object per optimizer step:
 ``step``, ``loss``, ``lr``, ``tokens_per_s``, stage metrics; validation lines carry ``val_*`` keys)
 and ``summary.json``. Writes one self-contained HTML page (PNG plots inlined as base64, no external
 resources) and the same content as Markdown, whose PNGs go to ``train_report_files/``.
+
+``--root`` and ``--out`` may be URIs (common/fs.py): the files are read through pyarrow.fs, and a report
+for a URI is written to a local temporary folder and uploaded when complete, the HTML page last.
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import html
 import json
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from common import fs
 from common.plot import Panel, is_number, line_figure, png_bytes, series, with_val
 
 STAGES = ("train", "sft", "rm", "ppo", "dpo", "online_dpo")
@@ -37,21 +42,22 @@ class Stage:
     summary: dict = field(default_factory=dict)
 
 
-def load_stage(folder: Path) -> Stage:
-    """One stage folder of a training run: its metrics.jsonl split into steps and evals, and summary.json."""
-    stage = Stage(folder.name)
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
+def load_stage(folder: str | Path) -> Stage:
+    """One stage folder (a path or URI) of a training run: its metrics.jsonl split into steps and evals,
+    and summary.json."""
+    stage = Stage(PurePosixPath(str(folder)).name)
+    for line in fs.read_bytes(fs.join(folder, "metrics.jsonl")).decode().splitlines():
         if line.strip():
             row = json.loads(line)
             (stage.evals if any(k.startswith("val_") for k in row) else stage.steps).append(row)
-    if (folder / "summary.json").exists():
-        stage.summary = json.loads((folder / "summary.json").read_text())
+    if fs.exists(fs.join(folder, "summary.json")):
+        stage.summary = json.loads(fs.read_bytes(fs.join(folder, "summary.json")))
     return stage
 
 
-def find_stages(root: Path) -> list[Stage]:
+def find_stages(root: str | Path) -> list[Stage]:
     """The stages of STAGES that have a metrics.jsonl under root, in pipeline order."""
-    return [load_stage(root / name) for name in STAGES if (root / name / "metrics.jsonl").exists()]
+    return [load_stage(fs.join(root, name)) for name in STAGES if fs.exists(fs.join(root, name, "metrics.jsonl"))]
 
 
 def metric_keys(rows: list[dict]) -> list[str]:
@@ -119,7 +125,7 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def render_html(root: Path, stages: list[Stage], pngs: dict[str, bytes]) -> str:
+def render_html(root: str | Path, stages: list[Stage], pngs: dict[str, bytes]) -> str:
     parts = [f"<h1>Training report: {html.escape(str(root))}</h1>", "<h2>Throughput</h2>",
              html_table(THROUGHPUT, [throughput(s) for s in stages])]
     for s in stages:
@@ -133,11 +139,12 @@ def render_html(root: Path, stages: list[Stage], pngs: dict[str, bytes]) -> str:
         parts.append("<p>No stage folder with metrics.jsonl found.</p>")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 10px;text-align:right}" \
             "img{max-width:100%}"
-    return f"<!doctype html><meta charset=utf-8><title>Training report: {html.escape(root.name)}</title>" \
+    name = PurePosixPath(str(root)).name
+    return f"<!doctype html><meta charset=utf-8><title>Training report: {html.escape(name)}</title>" \
            f"<style>{style}</style>" + "".join(parts)
 
 
-def render_markdown(root: Path, stages: list[Stage], files: str) -> str:
+def render_markdown(root: str | Path, stages: list[Stage], files: str) -> str:
     lines = [f"# Training report: `{root}`", "", "## Throughput", "",
              md_table(THROUGHPUT, [throughput(s) for s in stages]), ""]
     for s in stages:
@@ -146,26 +153,28 @@ def render_markdown(root: Path, stages: list[Stage], files: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(root: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
-    """Writes <out>/train_report.html and .md (out defaults to root); returns both paths."""
-    root = Path(root)
-    out = Path(out) if out else root
+def write_report(root: str | Path, out: str | Path | None = None) -> tuple[Path | str, Path | str]:
+    """Writes <out>/train_report.html and .md (out defaults to root; either may be a URI); returns both
+    paths (Paths where local, else URIs)."""
+    root = fs.as_path(root)
+    out = fs.as_path(out or root)
     stages = find_stages(root)
     pngs = {s.name: png_bytes(stage_figure(s)) for s in stages}
-    files = out / "train_report_files"
-    files.mkdir(parents=True, exist_ok=True)
-    for name, data in pngs.items():
-        (files / f"{name}.png").write_bytes(data)
-    page, md = out / "train_report.html", out / "train_report.md"
-    page.write_text(render_html(root, stages, pngs), encoding="utf-8")
-    md.write_text(render_markdown(root, stages, files.name), encoding="utf-8")
-    return page, md
+    with fs.staged(out, last=["train_report.md", "train_report.html"]) as folder:   # a URI: uploaded at the end
+        files = folder / "train_report_files"
+        files.mkdir(parents=True, exist_ok=True)
+        for name, data in pngs.items():
+            (files / f"{name}.png").write_bytes(data)
+        (folder / "train_report.html").write_text(render_html(root, stages, pngs), encoding="utf-8")
+        (folder / "train_report.md").write_text(render_markdown(root, stages, files.name), encoding="utf-8")
+    return fs.as_path(fs.join(out, "train_report.html")), fs.as_path(fs.join(out, "train_report.md"))
 
 
-def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+def main(argv: list[str] | None = None) -> tuple[Path | str, Path | str]:
     parser = argparse.ArgumentParser(prog="python -m training.train_report", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="the run folder holding train/, sft/, ... e.g. runs/demo")
-    parser.add_argument("--out", default=None, help="output folder (default: the root)")
+    parser.add_argument("--root", required=True,
+                        help="the run folder holding train/, sft/, ...: a path or an s3:// s3a:// gs:// hdfs:// URI")
+    parser.add_argument("--out", default=None, help="output folder, a path or URI (default: the root)")
     args = parser.parse_args(argv)
     page, md = write_report(args.root, args.out)
     print(f"[train_report] {page}\n[train_report] {md}")

@@ -10,7 +10,11 @@ import json
 import re
 
 import polars as pl
+import pytest
 
+from common import fs
+from common.errors import UserError
+from jobs import report as report_job
 from pipeline.report import cluster_sizes, stage_dirs, write_report
 from stages.tokenize.tokenizer import QwenTokenizer
 
@@ -144,3 +148,50 @@ def test_missing_stages_and_null_columns_are_named(tmp_path):
     assert "(no near-duplicates found)" in sections["Duplicate clusters"]
     assert "Drop reasons" not in sections and "Mixture (training shards)" not in sections
     assert all("<img" not in sections[t] for t in ("Languages", "Quality score", "Perplexity", "Duplicate clusters"))
+
+
+# ----------------------------------------------------------------------------- a run on a real S3 server (moto)
+
+def small_run(root):
+    """Every section from a few rows: texts (estimated tokens), scores, clusters, a nested stage, a failed
+    rerun, a job in progress (a dot-folder) and the shards' manifest."""
+    score, dup = {"quality_score": pl.Float32}, {"dup_of": pl.String}
+    stage(root, "langid", frame([{"id": "1", "text": "Rivers run to the sea.", "lang": "en"}]),
+          frame([{"id": "2", "text": "Une phrase.", "lang": "fr", "drop_reason": "lang_not_kept"}]),
+          split_stats("langid", 1, 1, {"lang_not_kept": 1}))
+    stage(root, "quality", frame([{"id": "1", "quality_score": 0.75}], **score),
+          frame([{"id": "3", "quality_score": 0.25, "drop_reason": "low_quality_score"}], **score),
+          split_stats("quality", 1, 1, {"low_quality_score": 1}))
+    stage(root, "dedup", frame([{"id": "1"}], **dup), frame([{"id": "4", "dup_of": "1", "drop_reason": "near_dup"}],
+                                                             **dup), split_stats("dedup", 1, 1, {"near_dup": 1}))
+    stage(root, "mix/sft", None, None, {"stage": "sft", "conversations": 2, "splits": {"train": {"rows": 2}}})
+    stage(root, "decontam", frame([]), frame([]), split_stats("decontam", 0, 0, {}), done=False)
+    stage(root, ".upsample.tmp-1a2b", frame([]), frame([]), split_stats("upsample", 0, 0, {}))
+    (root / "shards").mkdir()
+    (root / "shards" / "manifest.json").write_text(json.dumps({"splits": {"train": {
+        "tokens_per_source": {"web": 1000, "sft": 24}, "packing_efficiency": 0.97}}}))
+
+
+def test_report_of_a_run_on_s3_is_the_local_report(tmp_path, s3):
+    local = tmp_path / "run"
+    small_run(local)
+    expected = write_report(local).read_text(encoding="utf-8")
+    fs.upload_folder(local, f"{s3}/run")
+    assert report_job.main(["--root", f"{s3}/run"]) == f"{s3}/run/report.html"
+    page = fs.read_bytes(f"{s3}/run/report.html").decode()
+    assert page == expected.replace(str(local), f"{s3}/run")     # the root is named in the title only
+    assert list(page_sections(page)) == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity",
+                                         "Duplicate clusters", "Mixture (training shards)"]
+    # Hadoop's scheme for the same bucket, the page elsewhere: another URI and a local file
+    same = s3.replace("s3://", "s3a://")
+    report_job.main(["--root", f"{same}/run", "--out", f"{same}/pages/run.html"])
+    assert fs.read_bytes(f"{s3}/pages/run.html").decode() == expected.replace(str(local), f"{same}/run")
+    assert write_report(f"{s3}/run", tmp_path / "out" / "run.html") == tmp_path / "out" / "run.html"
+    assert fs.glob(tmp_path / "out", "*") == [str(tmp_path / "out" / "run.html")]   # renamed into place
+
+
+def test_report_of_a_missing_run_is_a_user_error(tmp_path, s3):
+    for root in (tmp_path / "typo", f"{s3}/typo"):
+        with pytest.raises(UserError, match="no such run folder"):
+            write_report(root)
+    assert not (tmp_path / "typo").exists() and fs.glob(s3, "*") == []

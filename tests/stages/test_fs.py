@@ -111,3 +111,31 @@ def test_local_paths_and_uri_joins(tmp_path):
     assert fs.read_bytes(tmp_path / "new" / "dst.txt") == b"data"
     fs.remove(tmp_path / "new")
     assert not fs.exists(tmp_path / "new")
+
+
+def test_walk_on_s3_lists_like_os_walk_and_prunes(s3, tmp_path):
+    for name in ("a/_stats.json", "a/kept/p.parquet", "b/c/x.txt", "b/.tmp-1/y.txt", "top.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    fs.upload_folder(tmp_path, f"{s3}/run")
+
+    def tree(top: str):   # (folder under top, subfolders, files), pruning dot-folders and the insides of `a`
+        rows = []
+        for folder, subfolders, files in fs.walk(top):
+            subfolders[:] = [] if "_stats.json" in files else sorted(d for d in subfolders if not d.startswith("."))
+            rows.append((folder[len(top):].lstrip("/"), list(subfolders), sorted(files)))
+        return rows
+
+    expected = [("", ["a", "b"], ["top.txt"]), ("a", [], ["_stats.json"]), ("b", ["c"], []), ("b/c", [], ["x.txt"])]
+    assert tree(str(tmp_path)) == tree(f"{s3}/run") == expected
+    assert next(fs.walk(f"{s3}/run"))[0] == f"{s3}/run"          # folders are URIs under the top one
+    assert list(fs.walk(f"{s3}/missing")) == list(fs.walk(tmp_path / "missing")) == []
+
+
+def test_write_bytes_replaces_a_file_whole(s3, tmp_path):
+    for path in (tmp_path / "new" / "page.html", f"{s3}/new/page.html"):
+        fs.write_bytes(path, b"first")
+        fs.write_bytes(path, b"second")
+        assert fs.read_bytes(path) == b"second"
+    assert fs.glob(tmp_path / "new", "*") == [str(tmp_path / "new" / "page.html")]   # no temporary left
+    assert fs.glob(f"{s3}/new", "*") == [f"{s3}/new/page.html"]

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 
+from common import fs
 from training import train_report as tr
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -91,3 +92,17 @@ def test_stage_figure_draws_the_logged_values(tmp_path):
     assert [ln.get_label() for ln in axes["accuracy"].lines] == ["accuracy", "val_accuracy"]
     assert list(axes["margin"].lines[0].get_ydata()) == [0.5, 1.0, 1.5]
     assert fig.get_suptitle() == "DPO"
+
+
+def test_report_of_a_run_on_s3_is_the_local_report(tmp_path, s3):
+    make_run(tmp_path / "run")
+    local_page, local_md = tr.write_report(tmp_path / "run", tmp_path / "local")
+    fs.upload_folder(tmp_path / "run", f"{s3}/run")
+    page, md = tr.main(["--root", f"{s3}/run"])
+    assert (page, md) == (f"{s3}/run/train_report.html", f"{s3}/run/train_report.md")
+    root = str(tmp_path / "run")
+    assert fs.read_bytes(page).decode() == local_page.read_text().replace(root, f"{s3}/run")
+    assert fs.read_bytes(md).decode() == local_md.read_text().replace(root, f"{s3}/run")
+    for name in ("train", "dpo"):
+        assert fs.read_bytes(f"{s3}/run/train_report_files/{name}.png") == \
+            (tmp_path / "local" / "train_report_files" / f"{name}.png").read_bytes()
