@@ -61,7 +61,7 @@ endif
 SYNTH = $(if $(CLUSTER),$(call JOB,synth.$(1)),$(PY) -m synth.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON))
 
 SYNTH_TARGETS = sft rm ppo dpo online-dpo code-qwen math-qwen eval train-report code synth-select synth-evolve synth-math synth-code
-.PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
+.PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid safety dedup line-dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -118,11 +118,17 @@ train-quality: setup
 train-lid: setup
 	$(call JOB,train_lid) --output $(ROOT)/train-lid
 
+safety: setup
+	$(call JOB,safety) --input $(ROOT)/quality --output $(ROOT)/safety
+
 dedup: setup
-	$(call JOB,dedup) --input $(ROOT)/quality --output $(ROOT)/dedup
+	$(call JOB,dedup) --input $(ROOT)/safety --output $(ROOT)/dedup
+
+line-dedup: setup
+	$(call JOB,line_dedup) --input $(ROOT)/dedup --output $(ROOT)/line_dedup
 
 decontam: setup
-	$(call JOB,decontam) --input $(ROOT)/dedup --output $(ROOT)/decontam
+	$(call JOB,decontam) --input $(ROOT)/line_dedup --output $(ROOT)/decontam
 
 upsample: setup
 	$(call JOB,upsample) --input $(ROOT)/decontam --output $(ROOT)/upsample

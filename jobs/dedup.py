@@ -7,7 +7,8 @@
 
 Needs `id` (unique) and `text`; uses `url` when present; carries every other column through.
 Duplicates go to `rejected/` with `drop_reason` `exact_dup`, `url_dup` or `near_dup` and `dup_of`, the
-id of the document that was kept (null in `kept/`). Survivors follow `dedup.survivor_order` (highest
+id of the document that was kept (null in `kept/`); kept rows carry `dup_cluster_size`, the number of
+documents of this run in their group, themselves included (1: no duplicate; null on rejected rows). Survivors follow `dedup.survivor_order` (highest
 `quality_score` when the column exists, then longest text, then smallest id) and do not depend on
 partitioning. The output also has `index/`: the keys of the survivors (and of the index it was
 checked against), which `dedup.index_from` of a later run reads; documents of earlier runs always
@@ -26,6 +27,7 @@ from pipeline import cli, io
 from pipeline.components import find_duplicates, survivor_index
 from pipeline.hadoop import HadoopFS
 from pipeline.spark import spark_session
+from stages.dedup import CLUSTER_SIZE
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
                       [io.read_stage(spark, path) for path in args.input])
         prior = read_index(spark, config)
         verdicts, nodes = find_duplicates(docs, config, prior=prior)
+        verdicts = verdicts.localCheckpoint()  # read three times: judge, cluster sizes, index
         stats = io.write_split(judge(docs, verdicts), args.output, stage="dedup",
                                config=cli.run_config(recipe, args, "dedup"),
                                bytes_in=io.input_bytes(spark, [f"{p}/kept" for p in args.input]),
@@ -59,10 +62,14 @@ def read_index(spark, config):
 
 
 def judge(docs, verdicts):
-    """`docs` with `drop_reason`, `drop_detail` and `dup_of` from `verdicts` (kept rows: nulls)."""
-    base = docs.drop("drop_reason", "drop_detail", "dup_of")
-    joined = base.join(verdicts, "id", "left")
-    return joined.select(*base.columns, "drop_reason", F.lit(None).cast("string").alias("drop_detail"), "dup_of")
+    """`docs` with `drop_reason`, `drop_detail` and `dup_of` from `verdicts` (kept rows: nulls), and the
+    survivors' `dup_cluster_size` (1 + the losers whose `dup_of` they are; rejected rows: null)."""
+    base = docs.drop("drop_reason", "drop_detail", "dup_of", CLUSTER_SIZE)
+    sizes = verdicts.groupBy(F.col("dup_of").alias("id")).agg((F.count("*") + 1).alias("_size"))
+    joined = base.join(verdicts, "id", "left").join(sizes, "id", "left")
+    size = F.when(F.col("drop_reason").isNull(), F.coalesce("_size", F.lit(1))).cast("long").alias(CLUSTER_SIZE)
+    return joined.select(*base.columns, "drop_reason", F.lit(None).cast("string").alias("drop_detail"), "dup_of",
+                         size)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Steps: a crawl of the Python documentation served by pydoc on 127.0.0.1 (WARC) -> ingest -> extract -> langid ->
 quality -> perplexity (an English KenLM model trained first, into `<root>/kenlm`, on public-domain English
-prose: NLTK's inaugural addresses and State of the Union texts; needs `make kenlm`) -> dedup -> decontam ->
+prose: NLTK's inaugural addresses and State of the Union texts; needs `make kenlm`) -> safety -> dedup -> line_dedup -> decontam ->
 upsample -> mix (instruction data in ChatML, SFT and preference shards) -> tokenize (packed shards in
 `<root>/shards`). Each stage runs through its job's `main`, in one Spark
 session, and writes `<root>/<stage>/`. At the end a table of the stages is printed with where the
@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, mix_instructions, perplexity, quality,
-                  report, tokenize, train_kenlm, upsample)
+from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, line_dedup, mix_instructions, perplexity,
+                  quality, report, safety, tokenize, train_kenlm, upsample)
 from pipeline import cli
 from pipeline.config import load_recipe
 from pipeline.spark import spark_session
@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         scored = root / "quality"
         if kenlm_reference(SHARED_DATA):
             results["perplexity"], scored = score_perplexity(args, root), root / "perplexity"
-        results["dedup"] = dedup.main(stage_argv(args, [str(scored)], str(root / "dedup")))
-        results["decontam"] = decontam.main(stage_argv(args, [str(root / "dedup")], str(root / "decontam"))
+        results["safety"] = safety.main(stage_argv(args, [str(scored)], str(root / "safety")))
+        results["dedup"] = dedup.main(stage_argv(args, [str(root / "safety")], str(root / "dedup")))
+        results["line_dedup"] = line_dedup.main(stage_argv(args, [str(root / "dedup")], str(root / "line_dedup")))
+        results["decontam"] = decontam.main(stage_argv(args, [str(root / "line_dedup")], str(root / "decontam"))
                                             + benchmark_sets(SHARED_DATA))
         results["upsample"] = upsample.main(stage_argv(args, [str(root / "decontam")], str(root / "upsample")))
         stream = root / "upsample"

@@ -4,7 +4,9 @@
         --set 'upsample.target_shares={web=0.7, wiki=0.3}'
     spark-submit dist/submit.py upsample --input ... --output ...
 
-Needs `id`, `text` and `source` (and `upsample.bucket_column` for bucket weights); counts Qwen tokens
+Needs `id`, `text` and `source` (and `upsample.bucket_column` for bucket weights; `dup_cluster_size`, from
+the dedup job, for `upsample.cluster_repeats`, e.g. `[[1, 1, 1.0], [2, 4, 2.0], [5, 100, 3.0], [101, 0, 1.0]]`:
+cluster size range [lo, hi] (hi 0: no limit) -> repeat factor, times the other weights); counts Qwen tokens
 as the tokenize job does unless `n_tokens` is present. Copies get ids `id#1`, `id#2`, ... and
 `orig_id`, `epoch`; documents repeated zero times go to `rejected/` as `downsampled`. The math is in
 `stages/mixture.py`; `_stats.json` reports factors and tokens and shares per source before and after.
@@ -16,8 +18,8 @@ from functools import reduce
 
 from pipeline import cli, io, runner
 from pipeline.spark import spark_session
-from stages.mixture import (CountTokens, HistogramBin, MixtureConfig, Repeat, calibrated_cuts, repeat_factors,
-                            token_shares)
+from stages.mixture import (CountTokens, HistogramBin, MixtureConfig, Repeat, calibrated_cuts, cluster_ranges,
+                            range_label, repeat_factors, token_shares)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,13 +63,22 @@ def upsample(docs, config: MixtureConfig, batch_rows: int = 256):
     return judged, report
 
 
-def group_tokens(counted, config: MixtureConfig) -> dict[tuple[str, str], int]:
-    """Tokens per (source, bucket), keyed as `stages.mixture.group_of` keys documents."""
+def group_tokens(counted, config: MixtureConfig) -> dict[tuple[str, ...], int]:
+    """Tokens per (source, bucket[, size range]), keyed as `stages.mixture.group_of` keys documents."""
     bucket = (f"COALESCE(CAST(`{config.bucket_column}` AS STRING), '')"
               if config.bucket_weights and config.bucket_column in counted.columns else "''")
     rows = (counted.selectExpr("COALESCE(NULLIF(CAST(source AS STRING), ''), 'unknown') AS s", f"{bucket} AS b",
-                               "n_tokens").groupBy("s", "b").sum("n_tokens").collect())
-    return {(r["s"], r["b"]): r["sum(n_tokens)"] for r in rows}
+                               f"{cluster_sql(config, counted.columns)} AS c", "n_tokens")
+            .groupBy("s", "b", "c").sum("n_tokens").collect())
+    return {(r["s"], r["b"], r["c"])[:3 if config.cluster_repeats else 2]: r["sum(n_tokens)"] for r in rows}
+
+
+def cluster_sql(config: MixtureConfig, columns: list[str]) -> str:
+    """SQL for `stages.mixture.cluster_label` of each row ('' without cluster_repeats)."""
+    size = f"COALESCE(CAST(`{config.cluster_column}` AS BIGINT), 1)" if config.cluster_column in columns else "1"
+    cases = [f"WHEN {size} >= {lo}{f' AND {size} <= {hi}' if hi else ''} THEN '{range_label(lo, hi)}'"
+             for lo, hi, _ in cluster_ranges(config)]
+    return f"CASE {' '.join(cases)} ELSE '' END" if cases else "''"
 
 
 def source_tokens(df) -> dict[str, int]:

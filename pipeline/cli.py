@@ -82,12 +82,13 @@ def report(stats: dict, output: str) -> None:
 
 
 def run_record_stage(name: str, make_stage: Callable, description: str, argv: list[str] | None,
-                     sections: tuple[str, ...] = ()) -> dict:
+                     sections: tuple[str, ...] = (), totals: tuple[str, ...] = ()) -> dict:
     """The whole job of a per-record stage: read a finished stage, apply, write kept/rejected, report.
 
     `make_stage` builds the stage from the recipe section called `name`, and from the other recipe
     `sections` the stage reads, passed by name (`make_stage(config, **{section: its config})`);
-    `_config.json` records them all.
+    `_config.json` records them all. `totals` names numeric columns whose sums over all rows (kept and
+    rejected) `_stats.json` carries under "totals" (e.g. the safety job's `pii_<kind>` counts).
     """
     from pipeline import runner
     from pipeline.spark import spark_session
@@ -99,6 +100,7 @@ def run_record_stage(name: str, make_stage: Callable, description: str, argv: li
         docs = io.read_stage(spark, args.input[0])
         judged = runner.apply(docs, stage, recipe.section("spark").arrow_batch_rows)
         stats = io.write_split(judged, args.output, stage=name, config=run_config(recipe, args, name, *sections),
-                               bytes_in=io.input_bytes(spark, [f"{args.input[0]}/kept"]))
+                               bytes_in=io.input_bytes(spark, [f"{args.input[0]}/kept"]), totals=totals)
     report(stats, args.output)
     return stats
+

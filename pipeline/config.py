@@ -24,11 +24,13 @@ from stages.decontam import DecontamConfig
 from stages.dedup import DedupConfig
 from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
+from stages.line_dedup import LineDedupConfig
 from stages.mixture import MixtureConfig
 from stages.tokenize.packing import TokenizeConfig
 from stages.quality.perplexity import PerplexityConfig, TrainKenlmConfig
 from stages.quality.filter import RULES, QualityConfig
 from stages.quality.classifier import TrainLidConfig, TrainQualityConfig
+from stages.safety import SafetyConfig
 from stages.synthesis import SynthConfig
 from stages.warc import IngestConfig
 
@@ -39,12 +41,14 @@ SECTIONS: dict[str, type] = {
     "extract": ExtractConfig,
     "langid": LanguageConfig,
     "quality": QualityConfig,
+    "safety": SafetyConfig,   # URL blocklists, bad words, toxicity, PII (stages/safety/)
     **{name: rule.Config for name, rule in RULES.items()},   # one table per quality rule set, named as the rule
     "train_quality": TrainQualityConfig,
     "perplexity": PerplexityConfig,
     "train_kenlm": TrainKenlmConfig,
     "train_lid": TrainLidConfig,
     "dedup": DedupConfig,
+    "line_dedup": LineDedupConfig,
     "decontam": DecontamConfig,
     "upsample": MixtureConfig,
     "mix": MixConfig,

@@ -131,10 +131,12 @@ def staged_output(spark, output: str) -> Iterator[str]:
 
 
 def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0, extra: dict | None = None,
-                parts: dict | None = None):
+                parts: dict | None = None, totals: tuple[str, ...] = ()):
     """Writes judged rows as `kept/` + `rejected/` with stats and config, committed atomically.
 
     `parts` ({folder: DataFrame}) are written beside them in the same commit (e.g. dedup's `index/`).
+    `totals` names numeric columns whose sums over all written rows `_stats.json` carries under "totals"
+    (e.g. the safety job's `pii_<kind>` counts), read back from the files like the counts.
     Returns the stats dict that was written to `_stats.json`.
     """
     spark, started = df.sparkSession, time.time()
@@ -144,11 +146,21 @@ def write_split(df, output: str, *, stage: str, config: dict, bytes_in: int = 0,
         for name, part in (parts or {}).items():
             part.write.parquet(f"{tmp}/{name}")
         stats = _stats(spark, tmp, stage, bytes_in, time.time() - started, extra or {})
+        if totals:
+            stats["totals"] = _totals(spark, tmp, totals)
         check_errors(spark, tmp, stats, recorded_error_limit(config))
         write_json(spark, f"{tmp}/_stats.json", stats)
         write_json(spark, f"{tmp}/_config.json", {"stage": stage, "output": absolute(output), **config})
     log.info("%s: kept %d, rejected %d -> %s", stage, stats["kept"], stats["rejected"], output)
     return stats
+
+
+def _totals(spark, tmp: str, columns: tuple[str, ...]) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    rows = spark.read.parquet(f"{tmp}/kept", f"{tmp}/rejected")
+    sums = rows.agg(*(F.coalesce(F.sum(c), F.lit(0)).alias(c) for c in columns)).first()
+    return {c: int(sums[c]) for c in columns}
 
 
 def recorded_error_limit(config: dict) -> float:

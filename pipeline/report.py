@@ -183,6 +183,25 @@ def reason_rows(stats: dict[str, dict]) -> list[list]:
     return [[name, reason, count] for name, s in stats.items() for reason, count in s.get("by_reason", {}).items()]
 
 
+# what every stage's _stats.json holds (pipeline/io.py); anything else is a stage's own counter
+COMMON_STATS = {"stage", "docs_in", "kept", "rejected", "by_reason", "bytes_in", "bytes_out", "bytes_rejected",
+                "seconds", "train_tokens"}
+
+
+def counter_rows(stats: dict[str, dict]) -> list[list]:
+    """A stage's own numbers (PII found by kind under `totals`, characters removed by line dedup, the Bloom
+    filter's measured false-positive rate, ...), one row each; a table of numbers is flattened one level."""
+    rows = []
+    for name, s in stats.items():
+        for key, value in s.items():
+            if key in COMMON_STATS:
+                continue
+            for label, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    rows.append([name, f"{key}.{label}" if label else key, number(v) if isinstance(v, int) else v])
+    return rows
+
+
 def png(fig) -> str:
     return base64.b64encode(png_bytes(fig)).decode()
 
@@ -307,6 +326,8 @@ def sections(root: str | Path) -> list[tuple[str, str]]:
     out = [(title, funnel)]
     if reason_rows(stats):
         out.append(("Drop reasons", table(["stage", "reason", "documents"], reason_rows(stats))))
+    if counter_rows(stats):
+        out.append(("Stage counters", table(["stage", "counter", "value"], counter_rows(stats))))
     out += [languages_section(stages), scores_section(stages, "quality_score", "Quality score"),
             scores_section(stages, "perplexity", "Perplexity", log=True), clusters_section(stages)]
     return out + [s for s in (mixture_section(root),) if s]

@@ -14,6 +14,10 @@ computed here; this module never sees more than one Arrow batch.
   it: earlier documents always win, so a new copy of an old page is rejected with `dup_of` the old id.
 - Survivor order (`survivor_order`): a list of "column [asc|desc]"; "text_length" is the text's length
   in code points; columns absent from the input are skipped; ties end on the smallest `id`. Nulls sort last.
+- Cluster size (`CLUSTER_SIZE`, FineWeb-2's rehydration): every survivor carries the number of documents
+  of this run its group holds, itself included (exact, URL and near duplicates all count; 1 for a
+  document without duplicates); rejected rows carry null. Documents of earlier runs (`index_from`) are
+  not counted. `upsample.cluster_repeats` (`stages/mixture.py`) turns it into repeat factors.
 
     keys = DedupKeys(DedupConfig()).batch(record_batch)   # id, _length, _text_key, _url_key, _bands
 """
@@ -30,6 +34,7 @@ from stages.minhash import MinHashParams, band_keys, normalize_text, signatures
 from common.recipe import require, require_fraction, require_positive
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+CLUSTER_SIZE = "dup_cluster_size"
 KEY_FIELDS = (
     pa.field("_length", pa.int64()),
     pa.field("_text_key", pa.binary()),

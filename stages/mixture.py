@@ -8,10 +8,18 @@ group's tokens over u (`threshold`): the documents under t_g hold frac(r_g) of t
 to within one bin of `BINS`. Either way the choice depends only on (seed, id, epoch): reruns and
 repartitioning give the same copies.
 
-Weights (`source_weights` x `bucket_weights`) are repeat factors directly. Target shares
+Weights (`source_weights` x `bucket_weights` x `cluster_repeats`) are repeat factors directly. Target shares
 {source: share} give r_s = share_s * T / tokens_s (times the bucket weight in the denominator's
 token count), with T the recipe's `total_tokens`, or, when 0, the smallest total that drops no
 document (max_s tokens_s / share_s), as Qwen2's sec. 3.1 up-samples the high-quality sources.
+
+Cluster repeats (FineWeb-2's rehydration: documents whose near-duplicate cluster was large are
+repeated more, as the dedup removed their copies): `cluster_repeats` lists [lo, hi, factor] rows, a
+document whose `dup_cluster_size` (written by the dedup job; missing or null = 1) lies in [lo, hi]
+(hi 0 = no upper limit) gets that factor, one outside every range 1. The size range becomes the
+third part of the document's group (source, bucket, range), so the factor multiplies the source and
+bucket weights, weighs the tokens target shares are computed from as bucket weights do, and each
+group is calibrated on its own.
 
     factors = repeat_factors({("wiki", ""): 1000, ("web", ""): 9000}, MixtureConfig(target_shares={"wiki": 0.3, "web": 0.7}))
 """
@@ -30,7 +38,7 @@ from common.recipe import require
 from stages.tokenize.tokenizer import QwenTokenizer
 
 BINS = 4096  # histogram bins over u for calibration: error <= 1/4096 of a group's tokens
-Group = tuple[str, str]  # (source, bucket); bucket "" when the recipe has no bucket weights
+Group = tuple[str, ...]  # (source, bucket[, size range]); bucket "" without bucket weights, range only with cluster_repeats
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,44 @@ class MixtureConfig:
     calibrate: bool = True  # calibrate fractional repeats on the token histogram (see module docstring)
     seed: int = 0
     tokenizer: str = ""  # for documents without `n_tokens`; empty: $QWEN_TIKTOKEN or assets/qwen.tiktoken
+    cluster_repeats: tuple[tuple[float, ...], ...] = ()  # [[lo, hi, factor], ...]: dup cluster size range -> factor
+    cluster_column: str = "dup_cluster_size"
 
     def __post_init__(self):
         require(self.total_tokens >= 0, "total_tokens", self.total_tokens, ">= 0")
         for table in ("source_weights", "bucket_weights", "target_shares"):
             for key, value in getattr(self, table).items():
                 require(value >= 0, f"{table}.{key}", value, ">= 0")
+        ranges = cluster_ranges(self)
+        for (lo, hi, _), (lo2, _, _) in zip(ranges, ranges[1:]):
+            require(hi and hi < lo2, "cluster_repeats", self.cluster_repeats, "size ranges that do not overlap")
+
+
+def cluster_ranges(config: MixtureConfig) -> list[tuple[int, int, float]]:
+    """`cluster_repeats` checked and sorted: (lo, hi, factor), hi 0 = no upper limit."""
+    ranges = []
+    for row in config.cluster_repeats:
+        ok = len(row) == 3 and row[0] >= 1 and row[0] == int(row[0]) and row[1] == int(row[1]) and row[2] >= 0
+        require(ok and (row[1] == 0 or row[1] >= row[0]), "cluster_repeats", list(row),
+                "[lo, hi, factor] with integers 1 <= lo <= hi (hi 0: no limit) and factor >= 0")
+        ranges.append((int(row[0]), int(row[1]), float(row[2])))
+    return sorted(ranges)
+
+
+def range_label(lo: int, hi: int) -> str:
+    return f"{lo}+" if hi == 0 else f"{lo}-{hi}"
+
+
+def cluster_label(size, config: MixtureConfig) -> str:
+    """The size range of a cluster size (None = 1) as the group names it; "" outside every range."""
+    size = 1 if size is None else int(size)
+    return next((range_label(lo, hi) for lo, hi, _ in cluster_ranges(config) if lo <= size and (hi == 0 or size <= hi)), "")
+
+
+def group_weight(group: Group, config: MixtureConfig) -> float:
+    """The bucket weight times the cluster-range factor of a group (the part shared by all sources)."""
+    factor = {range_label(lo, hi): f for lo, hi, f in cluster_ranges(config)}.get(group[2], 1.0) if len(group) > 2 else 1.0
+    return config.bucket_weights.get(group[1], 1.0) * factor
 
 
 def uniform(seed: int, doc_id: str, epoch: int) -> float:
@@ -59,7 +99,7 @@ def uniform(seed: int, doc_id: str, epoch: int) -> float:
 
 def repeat_factors(tokens: dict[Group, int], config: MixtureConfig) -> dict[Group, float]:
     """Repeat factor per (source, bucket) from the recipe's weights or target shares."""
-    bucket = {g: config.bucket_weights.get(g[1], 1.0) for g in tokens}
+    bucket = {g: group_weight(g, config) for g in tokens}
     if not config.target_shares:
         return {g: config.source_weights.get(g[0], 1.0) * bucket[g] for g in tokens}
     weighted: dict[str, float] = {}
@@ -127,7 +167,8 @@ class CountTokens(Mapper):
 
 def group_of(doc: Doc, config: MixtureConfig) -> Group:
     bucket = doc.get(config.bucket_column) if config.bucket_weights else None
-    return str(doc.get("source") or "unknown"), "" if bucket is None else str(bucket)
+    group = (str(doc.get("source") or "unknown"), "" if bucket is None else str(bucket))
+    return (*group, cluster_label(doc.get(config.cluster_column), config)) if config.cluster_repeats else group
 
 
 class HistogramBin(Mapper):

@@ -126,6 +126,26 @@ def test_upsample_then_tokenize_hits_the_token_shares(spark, paragraph_rows, tmp
     assert {r["orig_id"] for r in kept} == {r[0] for r in paragraph_rows} and len({r["id"] for r in kept}) == len(kept)
 
 
+def test_upsample_job_weights_by_cluster_size(spark, paragraph_rows, tmp_path):
+    """dup_cluster_size ranges -> repeat factors, times the source weights, through Spark's SQL ranges."""
+    import pyarrow as pa
+
+    from jobs import upsample
+
+    sizes = [1, 2, 5, None, 150, 4]
+    rows = [(*r, sizes[i % len(sizes)]) for i, r in enumerate(paragraph_rows[:300])]
+    schema = pa.schema([*io.TEXT_DOCS, pa.field("dup_cluster_size", pa.int64())])
+    docs = io.write_docs(spark, rows, str(tmp_path / "docs"), schema)
+    stats = upsample.main(["--input", docs, "--output", str(tmp_path / "up"), "--set", "upsample.source_weights={blogs=2.0}",
+                           "--set", "upsample.cluster_repeats=[[1, 1, 1.0], [2, 4, 2.0], [5, 100, 3.0], [101, 0, 1.0]]"])
+    factor = {1: 1, 2: 2, 4: 2, 5: 3, None: 1, 150: 1}
+    copies: dict = {}
+    for r in read_rows(tmp_path / "up" / "kept"):
+        copies[r["orig_id"]] = copies.get(r["orig_id"], 0) + 1
+    assert copies == {i: (2 if s == "blogs" else 1) * factor[size] for i, _, s, size in rows}
+    assert stats["factors"]["blogs//5-100"] == 6.0 and stats["factors"]["news//101+"] == 1.0
+
+
 # ---------------------------------------------------------------- mix_instructions
 
 

@@ -187,3 +187,26 @@ def test_incremental_batch_against_an_earlier_index(spark, tmp_path, shared_data
     with pytest.raises(ValueError, match="other key settings"):
         dedup.main(["--input", str(inp), "--output", str(tmp_path / "bad"),
                     "--set", f'dedup.index_from=["{tmp_path / "batch1"}"]'])
+
+
+def test_survivors_carry_their_cluster_size(spark, tmp_path, shared_data):
+    """Planted clusters of known sizes (exact copies, URL copies and near copies mixed) through the job:
+    each survivor's `dup_cluster_size` is its cluster's size, 1 without duplicates, null when rejected."""
+    paras = [r["text"] for r in corpus(shared_data)[:60] if r["id"].startswith("p")]
+    sizes = [1, 2, 3, 4, 7, 12] * 4
+    rng, rows = random.Random(11), []
+    for c, (text, size) in enumerate(zip(paras, sizes)):
+        rows.append({"id": f"c{c:02d}-0", "text": text, "url": f"https://a.org/{c}", "quality_score": 0.9})
+        for k in range(1, size):
+            words = text.split()
+            words[rng.randrange(len(words))] = "changed"
+            kind = k % 3  # exact copy (case), same URL (other text), near copy (one word changed)
+            copy = text.upper() if kind == 0 else " ".join(words) if kind == 2 else f"Short page {c}-{k}."
+            url = f"https://a.org/{c}" if kind == 1 else f"https://b.org/{c}/{k}"
+            rows.append({"id": f"c{c:02d}-{k}", "text": copy, "url": url, "quality_score": 0.5})
+    _, got, kept = run_job(spark, rows, tmp_path, "clusters", 3)
+    assert {r["id"]: r["dup_cluster_size"] for r in kept} == {f"c{c:02d}-0": s for c, s in enumerate(sizes)}
+    expected = reference(rows, CONFIG)
+    assert got == expected and {"exact_dup", "url_dup", "near_dup"} <= {v[0] for v in got.values()}
+    rejected = io.read_stage(spark, str(tmp_path / "clusters"), "rejected").collect()
+    assert all(r["dup_cluster_size"] is None for r in rejected)

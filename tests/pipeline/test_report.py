@@ -93,7 +93,7 @@ def test_report_sections_and_numbers(tmp_path):
     stage(tmp_path, "dedup", frame([{"id": i} for i in "125"], **dup),
           frame([{"id": i, "dup_of": of, "drop_reason": "near_dup"} for i, of in (("7", "1"), ("8", "1"), ("9", "2"))],
                 **dup),
-          split_stats("dedup", 3, 3, {"near_dup": 3}))
+          split_stats("dedup", 3, 3, {"near_dup": 3}, removed_chars=1234, measured_fpr=0.0099))
     # later and specialist stages with the same columns (nulls, other clusters) must not be read for the plots
     stage(tmp_path, "upsample", frame([{"id": "1", "lang": None}], dup_of=pl.String, n_tokens=pl.Int64),
           frame([], dup_of=pl.String), split_stats("upsample", 1, 0, {}, tokens_after={"web": 7, "instruct": 2}))
@@ -108,8 +108,14 @@ def test_report_sections_and_numbers(tmp_path):
     stage(tmp_path, "decontam", frame([]), frame([]), split_stats("decontam", 0, 0, {}), done=False)  # failed rerun
     page = write_report(tmp_path).read_text()
     sections = page_sections(page)
-    assert list(sections) == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity",
+    assert list(sections) == ["Funnel", "Drop reasons", "Stage counters", "Languages", "Quality score", "Perplexity",
                               "Duplicate clusters"]
+    # a stage's own counters from _stats.json (line dedup's removed characters, PII by kind, ...), numbers only
+    assert "<td>dedup</td><td>removed_chars</td><td>1,234</td>" in sections["Stage counters"]
+    assert "<td>dedup</td><td>measured_fpr</td><td>0.0099</td>" in sections["Stage counters"]
+    assert "<td>mix/sft</td><td>conversations</td><td>4</td>" in sections["Stage counters"]
+    assert "<td>upsample</td><td>tokens_after.web</td><td>7</td>" in sections["Stage counters"]   # a table of numbers
+    assert "cutoffs" not in sections["Stage counters"]                                               # not numbers
 
     rows = funnel(page)
     assert list(rows) == ["langid", "quality", "perplexity", "dedup", "upsample", "mix/preference", "mix/sft",
@@ -180,8 +186,8 @@ def test_report_of_a_run_on_s3_is_the_local_report(tmp_path, s3):
     assert report_job.main(["--root", f"{s3}/run"]) == f"{s3}/run/report.html"
     page = fs.read_bytes(f"{s3}/run/report.html").decode()
     assert page == expected.replace(str(local), f"{s3}/run")     # the root is named in the title only
-    assert list(page_sections(page)) == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity",
-                                         "Duplicate clusters", "Mixture (training shards)"]
+    assert list(page_sections(page)) == ["Funnel", "Drop reasons", "Stage counters", "Languages", "Quality score",
+                                         "Perplexity", "Duplicate clusters", "Mixture (training shards)"]
     # Hadoop's scheme for the same bucket, the page elsewhere: another URI and a local file
     same = s3.replace("s3://", "s3a://")
     report_job.main(["--root", f"{same}/run", "--out", f"{same}/pages/run.html"])

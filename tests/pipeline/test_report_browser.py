@@ -160,8 +160,8 @@ def test_pipeline_report_in_chromium_shows_every_stage_with_its_stats(pipeline_r
     dom, probe, console = open_in_browser(page, tmp_path)
     parsed = Tables(dom)
     assert_clean(probe, console, images=dom.count("data:image/png;base64,"))
-    assert parsed.titles == ["Funnel", "Drop reasons", "Languages", "Quality score", "Perplexity", "Duplicate clusters",
-                             "Mixture (training shards)"]
+    assert parsed.titles == ["Funnel", "Drop reasons", "Stage counters", "Languages", "Quality score", "Perplexity",
+                             "Duplicate clusters", "Mixture (training shards)"]
     stats = {p.parent.relative_to(pipeline_run).as_posix(): json.loads(p.read_text())
              for p in pipeline_run.rglob("_stats.json")}
     assert set(stats) == {"ingest", "extract", "langid", "quality", "dedup", "mix/instructions", "mix/sft",
@@ -184,6 +184,8 @@ def test_pipeline_report_in_chromium_shows_every_stage_with_its_stats(pipeline_r
     reasons = next(t for t in parsed.tables if t[0] == ["stage", "reason", "documents"])
     assert {(r[0], r[1], int(r[2])) for r in reasons[1:]} == {
         (name, reason, count) for name, s in stats.items() for reason, count in s.get("by_reason", {}).items()}
+    counters = next(t for t in parsed.tables if t[0] == ["stage", "counter", "value"])
+    assert ["mix/sft", "conversations", f"{stats['mix/sft']['conversations']:,}"] in counters[1:]
     mixture = next(t for t in parsed.tables if t[0] == ["split", "source", "tokens"])
     train = sum(number(r[2]) for r in mixture[1:] if r[0] == "train")
     assert train == stats["shards"]["train_tokens"]

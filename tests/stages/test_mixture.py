@@ -9,8 +9,10 @@ from collections import Counter
 import pytest
 
 from bench.data import article_pages
-from stages.mixture import (BINS, CountTokens, HistogramBin, MixtureConfig, Repeat, calibrated_cuts, copies,
-                            histogram_bin, repeat_factors, threshold, token_shares, uniform)
+from common.recipe import ConfigError
+from pipeline.config import load_recipe
+from stages.mixture import (BINS, CountTokens, HistogramBin, MixtureConfig, Repeat, calibrated_cuts, cluster_label,
+                            copies, group_of, histogram_bin, repeat_factors, threshold, token_shares, uniform)
 
 TARGETS = {"news": 0.5, "blogs": 0.3, "forum": 0.2}
 
@@ -62,7 +64,7 @@ def paragraphs(shared_data):
 def resolve(docs, config):
     tokens = Counter()
     for d in docs:
-        tokens[(d["source"], "")] += d["n_tokens"]
+        tokens[group_of(d, config)] += d["n_tokens"]
     factors = repeat_factors(dict(tokens), config)
     hist: dict = {}
     for d in HistogramBin(config, factors).run(docs):
@@ -102,3 +104,53 @@ def test_downsampling_with_a_total_and_determinism(paragraphs):
     again, _ = resolve(shuffled, config)
     key = lambda rs: sorted((r["id"], r["drop_reason"] or "") for r in rs)
     assert key(rows) == key(again)
+
+
+# ---------------------------------------------------------------- cluster sizes (FineWeb-2 rehydration)
+
+REPEATS = ((1, 1, 1.0), (2, 4, 2.0), (5, 100, 3.0), (101, 0, 1.0))
+
+
+def test_cluster_ranges_and_recipe():
+    config = MixtureConfig(cluster_repeats=REPEATS)
+    sizes = [None, 1, 2, 4, 5, 100, 101, 10 ** 6]
+    assert [cluster_label(s, config) for s in sizes] == ["1-1", "1-1", "2-4", "2-4", "5-100", "5-100", "101+", "101+"]
+    assert cluster_label(3, MixtureConfig(cluster_repeats=((5, 9, 2.0),))) == ""  # outside every range: factor 1
+    recipe = load_recipe(None, ["upsample.cluster_repeats=[[1, 1, 1.0], [2, 4, 2.0], [5, 100, 3.0], [101, 0, 1.0]]"])
+    assert recipe.upsample.cluster_repeats == REPEATS
+    for bad in ("[[1, 5, 1.0], [3, 9, 2.0]]", "[[0, 2, 1.0]]", "[[1, 2]]", "[[3, 2, 1.0]]", "[[1, 0, 1.0], [5, 6, 1.0]]"):
+        with pytest.raises(ConfigError, match="upsample.cluster_repeats"):
+            load_recipe(None, [f"upsample.cluster_repeats={bad}"])
+
+
+def test_cluster_repeats_multiply_the_other_weights(paragraphs):
+    """Copies per document = source weight x cluster factor (integers here, so exact)."""
+    rng = random.Random(2)
+    docs = [{**d, "dup_cluster_size": rng.choice([None, 1, 2, 3, 7, 150])} for d in paragraphs]
+    config = MixtureConfig(source_weights={"blogs": 2.0}, cluster_repeats=REPEATS)
+    rows, factors = resolve(docs, config)
+    per_doc = Counter(r["orig_id"] for r in rows if r["drop_reason"] is None)
+    cluster = {None: 1, 1: 1, 2: 2, 3: 2, 7: 3, 150: 1}
+    assert all(per_doc[d["id"]] == (2 if d["source"] == "blogs" else 1) * cluster[d["dup_cluster_size"]] for d in docs)
+    assert factors[("blogs", "", "5-100")] == 6.0 and factors[("news", "", "101+")] == 1.0
+
+
+def test_cluster_repeats_with_target_shares(paragraphs):
+    """Shares are met after the cluster factors; inside a source, tokens follow the factors (calibrated)."""
+    rng = random.Random(4)
+    docs = [{**d, "dup_cluster_size": rng.choice([1, 1, 3, 8])} for d in paragraphs]
+    config = MixtureConfig(target_shares=TARGETS, cluster_repeats=((2, 4, 1.5), (5, 0, 2.5)))
+    rows, factors = resolve(docs, config)
+    got = shares_after(rows)
+    assert all(abs(got[s] - TARGETS[s]) < 0.005 for s in TARGETS), got
+    for source in TARGETS:
+        assert factors[(source, "", "5+")] == pytest.approx(2.5 * factors[(source, "", "")])
+    before, after = Counter(), Counter()
+    size_of = {d["id"]: d["dup_cluster_size"] for d in docs}
+    for d in docs:
+        before[d["source"], size_of[d["id"]]] += d["n_tokens"]
+    for r in rows:
+        if r["drop_reason"] is None:
+            after[r["source"], size_of[r["orig_id"]]] += r["n_tokens"]
+    news = {s: after["news", s] / before["news", s] for s in (1, 3, 8)}
+    assert news[3] / news[1] == pytest.approx(1.5, rel=0.02) and news[8] / news[1] == pytest.approx(2.5, rel=0.02)
