@@ -20,7 +20,8 @@ precision (the Dolma PII tagger and datatrove's PIIFormatter rely on regexes alo
   (1 234 567, 1.234.567), a decimal (300.5849), a version or time range (10.0.19041.1, 10.30-11.45), a round
   number or an arithmetic expression (200000-130000 = ...), a hyphenated ISBN, a table row of numbers
   (space-separated groups need a trunk 0 as in `030 1234567`, or the NANP 3-3-4), nor a number after an
-  identifier word (`ISBN`, `order no.`, `#`: also for cards); an unbroken run needs 9-12 digits.
+  identifier word (`ISBN`, `order no.`, `#`: also for cards); an unbroken run needs 9-12 digits and is not
+  a value assigned with `=` (constants in code: `SNDCTL_COPR_HALT = 3222553351`).
 """
 
 from __future__ import annotations
@@ -163,7 +164,13 @@ _V4_STARTS = [start for start, _ in _V4_BLOCKS]
 
 
 def _phone(m: regex.Match, text: str, private: bool) -> bool:
-    return phone_shape(m.group()) and not word_before("id", text, m.start())
+    return phone_shape(m.group()) and not word_before("id", text, m.start()) and not _assigned(m, text)
+
+
+def _assigned(m: regex.Match, text: str) -> bool:
+    """An unbroken digit run right after `=`: a constant in code or a table (`SNDCTL_COPR_HALT = 3222553351`,
+    as pydoc pages list them), not a phone number."""
+    return m.group().isdigit() and text[max(0, m.start() - 4):m.start()].rstrip().endswith("=")
 
 
 @functools.lru_cache(maxsize=1 << 16)
