@@ -35,15 +35,13 @@ SCHEMES = {"hdfs": "hdfs", "viewfs": "viewfs", "s3": "s3", "s3a": "s3", "s3n": "
 
 def arrow_filesystem(path: str):
     """(pyarrow file system, path inside it) for a local path or a URI pyarrow can write."""
-    from pyarrow import fs
+    from common import fs
 
-    if "://" not in path:
-        return fs.LocalFileSystem(), path
-    scheme, rest = path.split("://", 1)
-    if scheme not in SCHEMES:
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    if scheme and scheme not in SCHEMES:
         raise ValueError(f"tokenize.writer = 'arrow' cannot write {scheme}:// paths ({path}); "
                          "set tokenize.writer = 'spark' to use Spark's Parquet writer")
-    return fs.FileSystem.from_uri(f"{SCHEMES[scheme]}://{rest}")
+    return fs.filesystem(path)   # the one place URIs become pyarrow file systems (S3 endpoint from the env)
 
 
 class ShardWriter:
