@@ -61,7 +61,7 @@ endif
 SYNTH = $(if $(CLUSTER),$(call JOB,synth.$(1)),$(PY) -m synth.$(1) $(if $(MASTER),--master '$(MASTER)') $(COMMON))
 
 SYNTH_TARGETS = sft rm ppo dpo online-dpo code-qwen math-qwen eval train-report code synth-select synth-evolve synth-math synth-code
-.PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid safety dedup line-dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
+.PHONY: $(SYNTH_TARGETS) setup test demo report kenlm crawl ingest extract langid quality perplexity train-quality train-kenlm train-lid safety dedup line-dedup substring-dedup decontam upsample mix tokenize train-tokenizer train bench chat export-hf import-hf clean help
 
 help:
 	@sed -n '1,10p' Makefile
@@ -127,8 +127,11 @@ dedup: setup
 line-dedup: setup
 	$(call JOB,line_dedup) --input $(ROOT)/dedup --output $(ROOT)/line_dedup
 
+substring-dedup: setup
+	$(call JOB,substring_dedup) --input $(ROOT)/line_dedup --output $(ROOT)/substring_dedup
+
 decontam: setup
-	$(call JOB,decontam) --input $(ROOT)/line_dedup --output $(ROOT)/decontam
+	$(call JOB,decontam) --input $(ROOT)/substring_dedup --output $(ROOT)/decontam
 
 upsample: setup
 	$(call JOB,upsample) --input $(ROOT)/decontam --output $(ROOT)/upsample

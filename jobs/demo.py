@@ -4,9 +4,9 @@
 
 Steps: a crawl of the Python documentation served by pydoc on 127.0.0.1 (WARC) -> ingest -> extract -> langid ->
 quality -> perplexity (an English KenLM model trained first, into `<root>/kenlm`, on public-domain English
-prose: NLTK's inaugural addresses and State of the Union texts; needs `make kenlm`) -> safety -> dedup -> line_dedup -> decontam ->
-upsample -> mix (instruction data in ChatML, SFT and preference shards) -> tokenize (packed shards in
-`<root>/shards`). Each stage runs through its job's `main`, in one Spark
+prose: NLTK's inaugural addresses and State of the Union texts; needs `make kenlm`) -> safety -> dedup ->
+line_dedup -> substring_dedup -> decontam -> upsample -> mix (instruction data in ChatML, SFT and preference
+shards) -> tokenize (packed shards in `<root>/shards`). Each stage runs through its job's `main`, in one Spark
 session, and writes `<root>/<stage>/`. At the end a table of the stages is printed with where the
 output is, and `<root>/report.html` is written.
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from jobs import (crawl, decontam, dedup, demo_input, extract, ingest, langid, line_dedup, mix_instructions, perplexity,
-                  quality, report, safety, tokenize, train_kenlm, upsample)
+                  quality, report, safety, substring_dedup, tokenize, train_kenlm, upsample)
 from pipeline import cli
 from pipeline.config import load_recipe
 from pipeline.spark import spark_session
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["safety"] = safety.main(stage_argv(args, [str(scored)], str(root / "safety")))
         results["dedup"] = dedup.main(stage_argv(args, [str(root / "safety")], str(root / "dedup")))
         results["line_dedup"] = line_dedup.main(stage_argv(args, [str(root / "dedup")], str(root / "line_dedup")))
-        results["decontam"] = decontam.main(stage_argv(args, [str(root / "line_dedup")], str(root / "decontam"))
+        results["substring_dedup"] = substring_dedup.main(stage_argv(args, [str(root / "line_dedup")],
+                                                                     str(root / "substring_dedup")))
+        results["decontam"] = decontam.main(stage_argv(args, [str(root / "substring_dedup")], str(root / "decontam"))
                                             + benchmark_sets(SHARED_DATA))
         results["upsample"] = upsample.main(stage_argv(args, [str(root / "decontam")], str(root / "upsample")))
         stream = root / "upsample"

@@ -6,8 +6,8 @@
         --set line_dedup.mode=bloom --set line_dedup.bloom_path=runs/dump1/line_dedup  # Dolma, across dumps
     spark-submit dist/submit.py line_dedup --input ... --output ...
 
-Needs `id` (unique) and `text`; carries every other column through and adds `line_dedup_removed_chars`
-and `line_dedup_removed_lines`. Documents left with too little text go to `rejected/` as
+Needs `id` (unique) and `text`; carries every other column through and adds `line_dedup_removed_chars`,
+`_bytes` and `_lines`. Documents left with too little text go to `rejected/` as
 `line_dedup_empty` (with their original text). Units, normalisation and the rules: `stages/line_dedup.py`.
 
 In Spark: each document's distinct unit keys (64-bit, one long per row) -> count documents per key
@@ -35,7 +35,7 @@ from common.errors import UserError
 from pipeline import cli, io, runner, schemas
 from pipeline.spark import spark_session
 from stages.bloom import BloomFilter, measured_fpr
-from stages.line_dedup import (REMOVE, REMOVED_CHARS, REMOVED_LINES, BloomPlan, LineDedup, LineDedupConfig,
+from stages.line_dedup import (REMOVE, REMOVED_BYTES, REMOVED_CHARS, REMOVED_LINES, BloomPlan, LineDedup, LineDedupConfig,
                                exact_keys, split_units)
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def line_dedup(docs, config: LineDedupConfig, prior: BloomFilter | None = None, batch_rows: int = 256):
     """(judged rows, persisted; the updated Bloom filter or None; stats) for documents with id and text."""
-    _check_unique_ids(docs)
+    check_unique_ids(docs)
     bloom = config.mode == "bloom"
     units = unit_keys(docs, config, with_second=bloom).persist(StorageLevel.MEMORY_AND_DISK)
     marked, hot = marked_keys(units, config)
@@ -119,10 +119,11 @@ def marked_keys(units, config: LineDedupConfig):
 
 
 def removal_stats(judged) -> dict:
-    row = judged.agg(F.sum(REMOVED_CHARS).alias("chars"), F.sum(REMOVED_LINES).alias("lines"),
+    row = judged.agg(F.sum(REMOVED_CHARS).alias("chars"), F.sum(REMOVED_BYTES).alias("bytes"),
+                     F.sum(REMOVED_LINES).alias("lines"),
                      F.sum((F.col(REMOVED_LINES) > 0).cast("long")).alias("docs")).first()
-    return {"removed_chars": int(row["chars"] or 0), "removed_lines": int(row["lines"] or 0),
-            "docs_changed": int(row["docs"] or 0)}
+    return {"removed_chars": int(row["chars"] or 0), "removed_bytes": int(row["bytes"] or 0),
+            "removed_lines": int(row["lines"] or 0), "docs_changed": int(row["docs"] or 0)}
 
 
 # ---------------------------------------------------------------- the Bloom filter across dumps
@@ -187,10 +188,10 @@ def bloom_stats(bloom: BloomFilter, prior: BloomFilter | None, config: LineDedup
             "fpr_measured": measured_fpr(bloom, config.fpr_probes), "fpr_probes": config.fpr_probes}
 
 
-def _check_unique_ids(docs) -> None:
+def check_unique_ids(docs, stage: str = "line_dedup") -> None:
     clash = docs.groupBy("id").count().where("count > 1").limit(1).collect()
     if clash:
-        raise ValueError(f"line_dedup needs unique ids; id {clash[0]['id']!r} occurs {clash[0]['count']} times")
+        raise ValueError(f"{stage} needs unique ids; id {clash[0]['id']!r} occurs {clash[0]['count']} times")
 
 
 if __name__ == "__main__":

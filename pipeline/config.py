@@ -26,6 +26,7 @@ from stages.extract import ExtractConfig
 from stages.language import LanguageConfig
 from stages.line_dedup import LineDedupConfig
 from stages.mixture import MixtureConfig
+from stages.substring_dedup import SubstringDedupConfig
 from stages.tokenize.packing import TokenizeConfig
 from stages.quality.perplexity import PerplexityConfig, TrainKenlmConfig
 from stages.quality.filter import RULES, QualityConfig
@@ -49,6 +50,7 @@ SECTIONS: dict[str, type] = {
     "train_lid": TrainLidConfig,
     "dedup": DedupConfig,
     "line_dedup": LineDedupConfig,
+    "substring_dedup": SubstringDedupConfig,
     "decontam": DecontamConfig,
     "upsample": MixtureConfig,
     "mix": MixConfig,

@@ -207,6 +207,14 @@ def judged(doc: Doc, verdict: Verdict) -> Doc:
     return keep(doc) if verdict is None else drop(doc, *verdict)
 
 
+def too_little_left(reason: str, text: str, rest: str, min_chars: int, min_fraction: float) -> Verdict:
+    """The check of the stages that cut text out of a document (line and substring dedup): `reason` when
+    `rest` is empty, shorter than `min_chars`, or below `min_fraction` of `text`'s length."""
+    if len(rest) < max(min_chars, min_fraction * len(text), 1):
+        return Drop(reason, f"{len(rest)} of {len(text)} chars left")
+    return None
+
+
 def chunked(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
     it = iter(docs)
     while chunk := list(islice(it, size)):

@@ -25,8 +25,8 @@ the units the Spark job (`jobs/line_dedup.py`) found to repeat, and judging what
   `min_remaining_chars`, or below `min_remaining_fraction` of its original length; the rejected row
   keeps its original text. An unchanged document is always kept (length rules belong to quality).
 
-Rows gain `line_dedup_removed_chars` (code points cut from the text) and `line_dedup_removed_lines`
-(pieces cut: lines, paragraphs or sentences).
+Rows gain `line_dedup_removed_chars` (code points cut from the text), `line_dedup_removed_bytes` (its
+UTF-8 bytes) and `line_dedup_removed_lines` (pieces cut: lines, paragraphs or sentences).
 
     units = split_units(text, config)                    # Units(pieces, seps, spans, keys)
     LineDedup(config, BloomPlan(prior)).run(mark_repeats(docs, config))   # one process, no Spark
@@ -43,13 +43,14 @@ import numpy as np
 import pyarrow as pa
 
 from common.recipe import require, require_fraction
-from stages.base import Doc, Drop, Mapper, judged
+from stages.base import Doc, Drop, Mapper, judged, too_little_left
 from stages.bloom import BloomFilter, digests
 
 UNITS = ("line", "paragraph", "sentences3")
 MODES = ("count", "bloom")
 REASON = "line_dedup_empty"
 REMOVED_CHARS, REMOVED_LINES = "line_dedup_removed_chars", "line_dedup_removed_lines"
+REMOVED_BYTES = "line_dedup_removed_bytes"
 REMOVE = "_remove"  # per-document list of keys to remove, joined in by the job
 SEPARATORS = {
     "line": re.compile(r"(\n)"),
@@ -150,7 +151,7 @@ class LineDedup(Mapper):
     document and units the prior filter holds; judges what is left (module docstring)."""
 
     name = "line_dedup"
-    adds = (pa.field(REMOVED_CHARS, pa.int64()), pa.field(REMOVED_LINES, pa.int64()))
+    adds = (pa.field(REMOVED_CHARS, pa.int64()), pa.field(REMOVED_BYTES, pa.int64()), pa.field(REMOVED_LINES, pa.int64()))
     drops = (REMOVE,)
 
     def __init__(self, config: LineDedupConfig = LineDedupConfig(), plan=None):
@@ -174,15 +175,16 @@ class LineDedup(Mapper):
         rest = rebuild(units, cut)
         row = {k: v for k, v in doc.items() if k != REMOVE}
         row.update({"text": rest if cut else doc.get("text"), REMOVED_CHARS: len(text) - len(rest),
-                    REMOVED_LINES: len(cut)})
+                    REMOVED_BYTES: utf8_length(text) - utf8_length(rest), REMOVED_LINES: len(cut)})
         verdict = self.verdict(text, rest) if cut else None
         return judged({**row, "text": doc.get("text")} if verdict else row, verdict)
 
     def verdict(self, text: str, rest: str) -> Drop | None:
-        floor = max(self.config.min_remaining_chars, self.config.min_remaining_fraction * len(text), 1)
-        if len(rest) < floor:
-            return Drop(REASON, f"{len(rest)} of {len(text)} chars left")
-        return None
+        return too_little_left(REASON, text, rest, self.config.min_remaining_chars, self.config.min_remaining_fraction)
+
+
+def utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def repeats_within(keys: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ def test_count_mode_job_equals_the_reference(spark, corpus, tmp_path, unit):
     assert job_rows(spark, tmp_path / "out") == expected
     assert stats["removed_chars"] == sum(v[2] for v in expected.values()) > 10_000
     assert stats["removed_lines"] == sum(v[3] for v in expected.values())
+    assert stats["removed_bytes"] >= stats["removed_chars"]  # UTF-8: at least one byte per character
     assert stats["docs_changed"] == sum(v[3] > 0 for v in expected.values())
     assert stats["by_reason"] == {"line_dedup_empty": sum(v[1] is not None for v in expected.values())}
     assert stats["docs_in"] == len(corpus) and stats["repeated_units"] >= 6 and stats["unit"] == unit
