@@ -3,11 +3,14 @@
     python -m bench.bench_extract --out runs/bench        # also run by `make bench`
 
 1. article-extraction-benchmark (181 pages + gold article bodies): mean per-page token F1, precision
-   and recall (bag of whitespace tokens) of the extract stage, of `trafilatura.extract` with the
-   same settings, and of `trafilatura.extract` with its defaults, all in this run.
+   and recall (bag of whitespace tokens) of the extract stage (the recipe's settings, and the same
+   with trafilatura's metadata pass, `extract.metadata = "trafilatura"`), of `trafilatura.extract`
+   with the same settings, and of `trafilatura.extract` with its defaults, all in this run.
 2. trafilatura-eval (pages with snippets that must / must not appear): precision, recall, F1 and
    accuracy over snippets, as trafilatura's own evaluation counts them, stage vs trafilatura.extract.
-3. Throughput: the extract job on local Spark (warm session, all cores) against a plain Python loop
+3. Metadata cost: CPU milliseconds per page (one process, so one core) of the stage in each
+   `extract.metadata` mode on the 181 pages, and how often each mode finds a title and a date.
+4. Throughput: the extract job on local Spark (warm session, all cores) against a plain Python loop
    of the same stage object over the same pages, in pages per second.
 """
 
@@ -18,6 +21,7 @@ import json
 import statistics
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,7 +29,7 @@ import trafilatura
 from tqdm import tqdm
 
 from bench.data import article_pages, benchmark_warc, save_result, shared_data
-from stages.extract import ExtractConfig, Extractor
+from stages.extract import METADATA_MODES, ExtractConfig, Extractor
 
 
 def token_prf(predicted: str | None, gold: str) -> tuple[float, float, float]:
@@ -51,9 +55,10 @@ def trafilatura_same_settings(config: ExtractConfig):
 
 
 def extractors(config: ExtractConfig) -> dict:
-    stage = Extractor(config)
+    stage, full = Extractor(config), Extractor(replace(config, metadata="trafilatura"))
     return {
-        "extract stage (recipe)": lambda html, url: stage.extract_text(html, None, url),
+        f"extract stage (recipe: metadata = {config.metadata})": lambda html, url: stage.extract_text(html, None, url),
+        "extract stage, metadata = trafilatura": lambda html, url: full.extract_text(html, None, url),
         "trafilatura.extract, same settings": trafilatura_same_settings(config),
         "trafilatura.extract, defaults": lambda html, url: trafilatura.extract(html, url=url),
     }
@@ -102,6 +107,29 @@ def _snippet_scores(t: Counter) -> dict:
             "accuracy": round((t["tp"] + t["tn"]) / max(1, sum(t.values())), 4), **dict(t)}
 
 
+def metadata_cost(data: Path, config: ExtractConfig) -> dict:
+    """CPU ms per page of the stage in each metadata mode (process time: one core), best of two passes;
+    pages with a title / a date, and titles equal to the "trafilatura" mode's."""
+    rows = [{"id": name, "url": url, "html": html, "fetch_time": "2020-01-01T00:00:00Z"}
+            for name, url, html, _ in article_pages(data)]
+    results, titles = {}, {}
+    for mode in METADATA_MODES:
+        stage = Extractor(replace(config, metadata=mode))
+        seconds = []
+        for _ in range(2):
+            started = time.process_time()
+            out = [stage.map(row) for row in rows]
+            seconds.append(time.process_time() - started)
+        titles[mode] = [row["title"] for row in out]
+        results[mode] = {"cpu_ms_per_page": round(1000 * min(seconds) / len(rows), 1),
+                         "with_title": sum(bool(row["title"]) for row in out),
+                         "with_date": sum(bool(row["date"]) for row in out)}
+    for mode in METADATA_MODES:
+        results[mode]["title_as_trafilatura"] = sum(
+            a is not None and a == b for a, b in zip(titles[mode], titles["trafilatura"]))
+    return {"pages": len(rows), "results": results}
+
+
 def throughput(data: Path, work: Path, copies: int) -> dict:
     from jobs import extract, ingest
     from pipeline.spark import SparkConfig, spark_session
@@ -133,6 +161,13 @@ def markdown(result: dict) -> str:
               "", "| extractor | F1 | precision | recall | accuracy |", "|---|---|---|---|---|"]
     for name, r in result["snippets"]["results"].items():
         lines.append(f"| {name} | {r['f1']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['accuracy']:.3f} |")
+    m = result["metadata"]
+    lines += ["", f"### Extract metadata modes ({m['pages']} pages, CPU ms per page on one core)", "",
+              "| extract.metadata | CPU ms/page | pages with title | with date | title = trafilatura's |",
+              "|---|---|---|---|---|"]
+    for mode, r in m["results"].items():
+        lines.append(f"| {mode} | {r['cpu_ms_per_page']} | {r['with_title']} | {r['with_date']} | "
+                     f"{r['title_as_trafilatura']} |")
     t = result["throughput"]
     lines += ["", f"### Extract throughput ({t['pages']} pages, {t['cores']} cores)", "",
               "| run | seconds | pages/s |", "|---|---|---|",
@@ -151,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     config = ExtractConfig()
     result = {"articles": article_quality(data, config), "snippets": snippet_quality(data, config),
+              "metadata": metadata_cost(data, config),
               "throughput": throughput(data, out / "extract-work", args.copies)}
     return save_result(out, "extract", result, markdown(result))
 

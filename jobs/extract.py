@@ -1,4 +1,4 @@
-"""Extract: HTML pages (ingest's `kept/`) -> main text, title, date and host with trafilatura.
+"""Extract: HTML pages (ingest's `kept/`) -> main text with trafilatura, plus title, date and host.
 
     python -m jobs.extract --input runs/demo/ingest --output runs/demo/extract [--set extract.favor_recall=true]
     spark-submit dist/submit.py extract --input ... --output ...

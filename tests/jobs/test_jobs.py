@@ -45,6 +45,8 @@ def test_extract_job_on_benchmark_pages(spark, tmp_path, shared_data):
     assert stats["docs_in"] == 20 and stats["kept"] >= 18
     docs = io.read_stage(spark, str(tmp_path / "extract"))
     assert {"text", "title", "date", "host", "url", "warc_file"} <= set(docs.columns) and "html" not in docs.columns
+    # the default cheap metadata pass: og:title / <title>, and the day of the WARC-Date (ingest's fetch_time)
+    assert docs.filter("title is null or date != '2020-01-01'").count() == 0
     config = json.loads((tmp_path / "extract" / "_config.json").read_text())
     assert config["config"]["extract"]["min_text_chars"] == 200 and config["overrides"]
     stats = langid.main(["--input", str(tmp_path / "extract"), "--output", str(tmp_path / "langid"),

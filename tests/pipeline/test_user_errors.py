@@ -110,6 +110,7 @@ OUT_OF_RANGE = [
     ("decontam.mode=\"erase\"", "decontam.mode must be 'drop' or 'cut'"),
     ("upsample.source_weights={web=-1}", "upsample.source_weights.web must be >= 0"),
     ("extract.min_text_chars=-3", "extract.min_text_chars must be >= 0, got -3"),
+    ("extract.metadata=full", "extract.metadata must be 'cheap', 'trafilatura' or 'none', got 'full'"),
     ("extract", "--set expects section.key=value, got 'extract'"),
     ("extract.=1", "--set expects section.key=value"),
 ]
