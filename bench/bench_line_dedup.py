@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -182,8 +183,10 @@ def worker(name: str, unit: str, work: Path) -> dict:
     session = spark_session("bench-line-dedup", SparkConfig(), "local[1]") if name.startswith("ours-job") \
         else contextlib.nullcontext()
     with session:
-        run_contender(name, unit, str(work / "warm"), str(work / f"out-warm-{name}-{unit}"))
-        out = work / f"out-{name}-{unit}"
+        warm, out = work / f"out-warm-{name}-{unit}", work / f"out-{name}-{unit}"
+        for folder in (warm, out):  # datatrove skips tasks an earlier run's logs mark as done
+            shutil.rmtree(folder, ignore_errors=True)
+        run_contender(name, unit, str(work / "warm"), str(warm))
         with TreeMeter() as meter:
             run_contender(name, unit, str(work / "input"), str(out))
     texts = [t for p in kept_files(name, out) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]

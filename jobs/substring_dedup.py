@@ -87,12 +87,10 @@ def corpus_tokens(docs, config: SubstringDedupConfig) -> tuple[list[str], list[n
             tokens = [encode(text, tokenizer).astype("<i4").tobytes() for text in texts]
             yield pa.RecordBatch.from_arrays([batch.column("id"), pa.array(tokens, pa.binary())], schema=schema)
 
-    encoded = docs.select("id", "text").mapInArrow(run, schemas.spark(schema)).orderBy("id")
-    ids, token_lists = [], []
-    for row in encoded.toLocalIterator():
-        ids.append(row["id"])
-        token_lists.append(np.frombuffer(bytes(row["tokens"]), dtype="<i4"))
-    return ids, token_lists
+    table = docs.select("id", "text").mapInArrow(run, schemas.spark(schema)).toArrow()  # Arrow all the way
+    ids, tokens = table.column("id").to_pylist(), table.column("tokens")
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return [ids[i] for i in order], [np.frombuffer(tokens[i].as_buffer(), dtype="<i4") for i in order]
 
 
 if __name__ == "__main__":
