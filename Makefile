@@ -68,7 +68,7 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py stages/tokenize/_qwen_bpe.c
+$(VENV)/.installed: pyproject.toml tools/setup.sh tools/assets.py stages/tokenize/_qwen_bpe.c stages/_minhash.c
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup.sh
 	@touch $@
 

@@ -8,25 +8,34 @@
    every pair sharing a shingle (an inverted index; other pairs have Jaccard 0). Reported: recall
    over pairs with J >= 0.85 (both ends in the same kept group) and the fraction of documents whose
    highest J to any other is <= 0.5 that were removed.
-2. Signature speed, one process: `stages.minhash.signatures` against datasketch `MinHash` (default
-   seed and scheme, same num_perm, same documents, same shingles) fed with `update` per shingle (its
-   documented use) and with `update_batch`, in documents per second (each warmed up once, median of 5).
+2. Signature speed, one core (the process is pinned to one CPU): `stages.minhash.signatures` (the C
+   module; sha1 with both schemes, and the opt-in xxh64) against datasketch `MinHash.update_batch`,
+   its fastest path (same seed, scheme and num_perm 128, same documents, the same shingles). Two
+   document lengths from the 181 gold articles of ../shared/data/article-extraction-benchmark: the
+   whole articles (~730 words) and consecutive 60-word pieces of them; ours in batches of 32, 256 and
+   1000 documents (the runner's range). Wall and CPU seconds of each side are measured (warmed up
+   once, median of 5); docs/s per core = documents / CPU seconds. datasketch is timed with the shingle
+   lists given (built before the clock starts), and separately the time to build them with
+   `stages.minhash.shingles` is reported, so "x update_batch" is the strict ratio: our time includes
+   normalising and shingling, datasketch's does not.
 3. Scaling: the whole dedup job on N and 4N documents (windows of the same corpus), warm session.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasketch import MinHash
 
-from bench.data import save_result, shared_data
+from bench.data import article_pages, save_result, shared_data
 from stages.dedup import DedupConfig
-from stages.minhash import jaccard, shingles, signatures
+from stages.minhash import MinHashParams, jaccard, native_module, shingles, signatures
 
 BOILERPLATE = "Share this page on social media. Subscribe to our newsletter for updates."
 
@@ -109,38 +118,83 @@ def quality(spark, lines: list[str], work: Path) -> dict:
             "params": f"{config.num_perm} perms = {config.bands} bands x {config.rows} rows, word {config.ngram}-grams"}
 
 
-def signature_speed(lines: list[str], docs: int, repeats: int = 5) -> dict:
-    """Documents per second of each implementation: one warm-up run each on the same documents (our
-    punctuation table and permutations and datasketch's are built once per process, and the first run
-    also pays the page faults of its arrays), then the median of `repeats` timed runs."""
-    texts = (lines * (docs // len(lines) + 1))[:docs]
-    num_perm = DedupConfig().num_perm
-    params = DedupConfig().minhash()
-
-    def per_shingle():
-        for text in texts:
-            m = MinHash(num_perm=num_perm)
-            for s in shingles(text, params):
-                m.update(s)
-
-    def batch():
-        for text in texts:
-            MinHash(num_perm=num_perm).update_batch(list(shingles(text, params)))
-
-    runs = {"qwenforge signatures (batch)": lambda: signatures(texts, params),
-            "datasketch MinHash.update per shingle": per_shingle, "datasketch MinHash.update_batch": batch}
-    timings = {name: statistics.median([_seconds(fn) for _ in range(repeats + 1)][1:]) for name, fn in runs.items()}
-    ours = timings["qwenforge signatures (batch)"]
-    return {"docs": docs, "num_perm": num_perm, "repeats": repeats,
-            "shingles": sum(len(shingles(t, params)) for t in texts),
-            "results": {k: {"seconds": round(v, 3), "docs_per_s": round(docs / v, 1), "speedup": round(v / ours, 2)}
-                        for k, v in timings.items()}}
+SPEED_BATCHES = (32, 256, 1000)
+SPEED_CONFIGS = (("sha1", "affine32"), ("sha1", "legacy"), ("xxh64", "affine32"))   # ours: hash, scheme
+SHORT_WORDS = 60
 
 
-def _seconds(fn) -> float:
-    started = time.perf_counter()
+def speed_corpora(data: Path, docs: int) -> dict[str, list[str]]:
+    """`docs` documents of each length: the gold articles cycled, and consecutive 60-word pieces of them."""
+    articles = [gold for _, _, _, gold in article_pages(data) if gold.strip()]
+    pieces = []
+    for text in articles:
+        words = text.split()
+        pieces += [" ".join(words[i:i + SHORT_WORDS]) for i in range(0, len(words) - SHORT_WORDS + 1, SHORT_WORDS)]
+    return {"article": (articles * (docs // len(articles) + 1))[:docs],
+            "short": (pieces * (docs // len(pieces) + 1))[:docs]}
+
+
+@contextmanager
+def one_core():
+    """Pins this process to one CPU (where the OS allows it) for the duration."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        yield min(cpus)
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of `fn`: one warm-up run, then the median of `repeats` runs of each."""
     fn()
-    return time.perf_counter() - started
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def signature_speed(data: Path, docs: int, repeats: int = 5, num_perm: int = 128) -> dict:
+    """Documents per CPU second of our signatures and of datasketch's `update_batch` on the same documents
+    and shingles, per document length, batch size and (hash, scheme)."""
+    if native_module() is None:
+        raise SystemExit("stages._minhash is not built: run `make setup`")
+    result = {"docs": docs, "num_perm": num_perm, "repeats": repeats, "corpora": {}}
+    with one_core() as cpu:
+        result["cpu"] = cpu
+        for corpus, texts in speed_corpora(data, docs).items():
+            base = MinHashParams(num_perm=num_perm, bands=16, rows=8)
+            sets = [list(shingles(t, base)) for t in texts]
+            entry = {"words_per_doc": round(sum(len(t.split()) for t in texts) / len(texts), 1),
+                     "shingles": sum(map(len, sets)), "datasketch": {}, "ours": []}
+            wall, cpu_s = _timed(lambda: [shingles(t, base) for t in texts], repeats)
+            entry["shingling"] = {"wall_s": round(wall, 4), "cpu_s": round(cpu_s, 4)}
+            for scheme in ("affine32", "legacy"):
+                def datasketch_batch(scheme=scheme):
+                    for s in sets:
+                        MinHash(num_perm=num_perm, seed=base.seed, scheme=scheme).update_batch(s)
+                wall, cpu_s = _timed(datasketch_batch, repeats)
+                entry["datasketch"][scheme] = {"wall_s": round(wall, 4), "cpu_s": round(cpu_s, 4),
+                                               "docs_per_s": round(docs / cpu_s, 1)}
+            for hash_, scheme in SPEED_CONFIGS:
+                params = MinHashParams(num_perm=num_perm, bands=16, rows=8, scheme=scheme, hash=hash_)
+                for batch in SPEED_BATCHES:
+                    chunks = [texts[i:i + batch] for i in range(0, len(texts), batch)]
+                    wall, cpu_s = _timed(lambda: [signatures(c, params) for c in chunks], repeats)
+                    reference = entry["datasketch"][scheme]["cpu_s"]
+                    entry["ours"].append({"hash": hash_, "scheme": scheme, "batch": batch, "wall_s": round(wall, 4),
+                                          "cpu_s": round(cpu_s, 4), "docs_per_s": round(docs / cpu_s, 1),
+                                          "x_update_batch": round(reference / cpu_s, 1),
+                                          "x_shingling_and_update_batch":
+                                              round((reference + entry["shingling"]["cpu_s"]) / cpu_s, 1)})
+            result["corpora"][corpus] = entry
+    return result
 
 
 def windows(lines: list[str], n: int, seed: int = 1, size: int = 80) -> list[dict]:
@@ -159,6 +213,27 @@ def scaling(spark, lines: list[str], work: Path, n: int) -> dict:
             "cores": spark.sparkContext.defaultParallelism}
 
 
+def speed_markdown(s: dict) -> list[str]:
+    lines = [f"### MinHash signatures, one core ({s['docs']} documents per length, num_perm {s['num_perm']}; "
+             f"warm, median of {s['repeats']}; docs/s per core = documents / CPU s)", "",
+             "x update_batch: against datasketch's `MinHash.update_batch` with the same scheme, shingle lists given "
+             "(our time includes normalising and shingling); in brackets, with datasketch's shingling counted too.", "",
+             "| documents | implementation | batch | wall s | CPU s | docs/s per core | x update_batch |",
+             "|---|---|---|---|---|---|---|"]
+    for corpus, c in s["corpora"].items():
+        name = f"{corpus} ({c['words_per_doc']:.0f} words, {c['shingles']:,} shingles)"
+        for scheme, v in c["datasketch"].items():
+            lines.append(f"| {name} | datasketch update_batch, {scheme} | per doc | {v['wall_s']} | {v['cpu_s']} | "
+                         f"{v['docs_per_s']:,.0f} | 1.0x |")
+        lines.append(f"| {name} | (building the shingle lists for datasketch) | | {c['shingling']['wall_s']} | "
+                     f"{c['shingling']['cpu_s']} | | |")
+        for v in c["ours"]:
+            lines.append(f"| {name} | ours, {v['hash']}, {v['scheme']} | {v['batch']} | {v['wall_s']} | {v['cpu_s']} | "
+                         f"{v['docs_per_s']:,.0f} | **{v['x_update_batch']}x** "
+                         f"({v['x_shingling_and_update_batch']}x) |")
+    return lines
+
+
 def markdown(r: dict) -> str:
     q, s, c = r["quality"], r["speed"], r["scaling"]
     lines = [f"### Dedup quality ({q['docs']} documents, {q['planted']} planted near copies; {q['params']})", "",
@@ -166,10 +241,7 @@ def markdown(r: dict) -> str:
              f"| recall, pairs with true 5-gram Jaccard >= 0.85 ({q['pairs_j_ge_085']}) | {q['recall_j_ge_085']:.4f} | >= 0.95 |",
              f"| removed among documents with max Jaccard <= 0.5 ({q['distinct_docs_j_le_05']}) | "
              f"{q['distinct_removed']} ({100 * q['distinct_removed_frac']:.2f}%) | <= 1% |", "",
-             f"### MinHash signatures, one process ({s['docs']} documents, {s['shingles']:,} shingles, "
-             f"num_perm {s['num_perm']}; warm, median of {s['repeats']})", "", "| implementation | seconds | docs/s | our speedup |", "|---|---|---|---|"]
-    for name, v in s["results"].items():
-        lines.append(f"| {name} | {v['seconds']} | {v['docs_per_s']} | {v['speedup']}x |")
+             *speed_markdown(s)]
     lines += ["", f"### Dedup job scaling (local Spark, {c['cores']} cores, warm session)", "",
               "| documents | seconds | removed |", "|---|---|---|",
               f"| N = {c['n']} | {c['n_s']} | {c['n_removed']} |",
@@ -185,11 +257,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--speed-docs", type=int, default=2000)
     parser.add_argument("--scale-n", type=int, default=5000)
+    parser.add_argument("--speed-only", action="store_true", help="only the signature speed part (no Spark)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = english_lines(shared_data())
-    result = {"speed": signature_speed(lines, args.speed_docs)}
+    data = shared_data()
+    result = {"speed": signature_speed(data, args.speed_docs)}
+    if args.speed_only:
+        return save_result(out, "dedup_speed", result, "\n".join(speed_markdown(result["speed"])) + "\n")
+    lines = english_lines(data)
     with spark_session("bench-dedup", SparkConfig()) as spark:
         result["quality"] = quality(spark, lines, out / "dedup-work")
         result["scaling"] = scaling(spark, lines, out / "dedup-work", args.scale_n)

@@ -27,7 +27,7 @@ from pipeline import cli, io
 from pipeline.components import find_duplicates, survivor_index
 from pipeline.hadoop import HadoopFS
 from pipeline.spark import spark_session
-from stages.dedup import CLUSTER_SIZE
+from stages.dedup import CLUSTER_SIZE, KEY_DEFAULTS
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -54,7 +54,8 @@ def read_index(spark, config):
     for path in config.index_from:
         io.read_stage(spark, path, "index")  # refuses an unfinished run
         theirs = json.loads(HadoopFS(spark).read_text(f"{path}/_stats.json"))
-        mismatched = {k: (theirs.get(k), v) for k, v in config.key_settings().items() if theirs.get(k) != v}
+        theirs = {k: theirs.get(k, KEY_DEFAULTS.get(k)) for k in config.key_settings()}
+        mismatched = {k: (theirs[k], v) for k, v in config.key_settings().items() if theirs[k] != v}
         if mismatched:
             raise ValueError(f"{path} was deduplicated with other key settings (theirs, ours): {mismatched}")
         indexes.append(spark.read.parquet(f"{path}/index"))

@@ -30,10 +30,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from stages.minhash import MinHashParams, band_keys, normalize_text, signatures
+from stages.minhash import HASHES, MinHashParams, band_keys, normalize_text, normalized_utf8, signatures
 from common.recipe import require, require_fraction, require_positive
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+KEY_DEFAULTS = {"hash": "sha1"}  # key settings added later: what runs written before them used
 CLUSTER_SIZE = "dup_cluster_size"
 KEY_FIELDS = (
     pa.field("_length", pa.int64()),
@@ -57,6 +58,7 @@ class DedupConfig:
     char_ngram: int = 5
     seed: int = 1  # datasketch's default
     scheme: str = "affine32"  # datasketch >= 2.0 default; "legacy" for datasketch < 2.0 signatures
+    hash: str = "sha1"  # shingle hash: datasketch's SHA-1; "xxh64" is faster but not datasketch's signatures
     survivor_order: tuple[str, ...] = ("quality_score desc", "text_length desc", "id asc")
     max_iterations: int = 40  # connected components rounds before giving up (O(log^2 n) expected)
     index_from: tuple[str, ...] = ()  # earlier dedup outputs whose index/ this batch is checked against
@@ -65,16 +67,17 @@ class DedupConfig:
         require_positive(self, "num_perm", "bands", "rows", "ngram", "char_ngram", "max_iterations")
         require_fraction(self, "threshold")
         require(self.shingle in ("word", "char", "auto"), "shingle", self.shingle, "'word', 'char' or 'auto'")
+        require(self.hash in HASHES, "hash", self.hash, "'sha1' or 'xxh64'")
 
     def key_settings(self) -> dict:
         """The settings that must match for keys of two runs to be comparable."""
         p = self.minhash()
         return {"num_perm": p.num_perm, "bands": p.bands, "rows": p.rows, "ngram": p.ngram, "seed": p.seed,
-                "scheme": p.scheme, "shingle": p.shingle, "char_ngram": p.char_ngram}
+                "scheme": p.scheme, "shingle": p.shingle, "char_ngram": p.char_ngram, "hash": p.hash}
 
     def minhash(self) -> MinHashParams:
         common = dict(ngram=self.ngram, seed=self.seed, scheme=self.scheme, shingle=self.shingle,
-                      char_ngram=self.char_ngram)
+                      char_ngram=self.char_ngram, hash=self.hash)
         if self.threshold > 0:
             return MinHashParams.for_threshold(self.threshold, self.num_perm, **common)
         return MinHashParams(num_perm=self.num_perm, bands=self.bands, rows=self.rows, **common)
@@ -83,6 +86,12 @@ class DedupConfig:
 def text_key(text: str | None) -> bytes | None:
     norm = normalize_text(text or "")
     return hashlib.blake2b(norm.encode(), digest_size=16).digest() if norm else None
+
+
+def text_keys(texts: list[str | None]) -> list[bytes | None]:
+    """`text_key` of each text, the batch normalised in one call of the C module when it is built."""
+    blake2b = hashlib.blake2b
+    return [blake2b(norm, digest_size=16).digest() if norm else None for norm in normalized_utf8(texts)]
 
 
 def normalize_url(url: str | None) -> str | None:
@@ -144,7 +153,7 @@ class DedupKeys:
         near = self.config.near and len(texts)
         keys = {
             "_length": [len(t or "") for t in texts],
-            "_text_key": [text_key(t) for t in texts] if self.config.exact else [None] * len(texts),
+            "_text_key": text_keys(texts) if self.config.exact else [None] * len(texts),
             "_url_key": [normalize_url(u) for u in urls] if self.config.url else [None] * len(texts),
             "_bands": band_keys(signatures(texts, self.params), self.params) if near else [None] * len(texts),
         }

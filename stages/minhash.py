@@ -13,11 +13,22 @@ scheme=...)` and `MinHashLSH(params=(bands, rows))`. The permutation schemes are
   bits. (datasketch multiplies in uint64 and lets it wrap before taking the Mersenne modulus; so do we.)
 
 sha1_32 is the first 4 bytes of SHA-1, little-endian. a, b are drawn from `np.random.RandomState(seed)`
-in datasketch's order. The speed comes from never building word shingles as Python objects (their
-spans in the batch's joined UTF-8 text are found with numpy and sliced straight into SHA-1), hashing a
-whole batch's shingles into one array, and taking the per-document minimum of a (shingles x num_perm)
-matrix with `np.minimum.reduceat`, in chunks. SHA-1 per shingle (needed for datasketch compatibility)
-is then most of the cost.
+in datasketch's order. `hash="xxh64"` (datatrove's choice, not datasketch's default) puts the low 32 bits
+of XXH64 (seed 0) in place of sha1_32: the rows then equal datasketch's `MinHash(hashfunc=lambda s:
+xxhash.xxh64_intdigest(s) & 0xFFFFFFFF)`; on one core it hashes an article's 30-byte shingle in ~20 ns,
+SHA-1 in ~33 ns with the x86 SHA extensions, ~45 ns in AVX2 lanes, ~80 ns in SSE2 lanes (`stages/_minhash.c`).
+
+Two implementations, the same values (tests compare them with each other and with datasketch):
+
+- native (`stages/_minhash.c`, built by `make setup`): one C call per batch normalises each text into
+  one UTF-8 buffer (the same rule as `normalize_text`, code point by code point), hashes every shingle
+  span in place (SHA-1 with the x86 SHA extensions where the CPU has them, else eight at a time in
+  vector lanes; or XXH64) and applies the permutations 32 at a time over the text's hashes, keeping
+  the minimum; no Python object per shingle, no (shingles x num_perm) matrix.
+- numpy (`native=False`, and the fallback, with a warning, when the module is not built): word shingle
+  spans in the batch's joined UTF-8 text are found with numpy and sliced straight into hashlib's SHA-1
+  (or the `xxhash` package), and the per-document minimum of a (shingles x num_perm) matrix is taken
+  with `np.minimum.reduceat`, in chunks.
 
 Bands: `optimal_bands(threshold, num_perm)` picks (bands, rows) minimising the weighted false positive
 and false negative areas under the LSH S-curve, as datasketch's `MinHashLSH` does (Leskovec et al.,
@@ -28,6 +39,7 @@ here because the integrand is a polynomial of degree bands*rows <= num_perm.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -35,10 +47,16 @@ from functools import lru_cache
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 MERSENNE = np.uint64((1 << 61) - 1)
 MASK32 = np.uint64((1 << 32) - 1)
 EMPTY = {"affine32": np.uint32(0xFFFFFFFF), "legacy": MASK32}  # datasketch's value for an empty set
 CHUNK_SHINGLES = 8192  # rows of the (shingles x num_perm) matrix held at once: 8192 x 128 x 8 B = 8 MiB
+HASHES = ("sha1", "xxh64")  # per shingle: datasketch's sha1_hash32, or the low 32 bits of XXH64
+_MODES = {"word": 0, "char": 1, "auto": 2}  # the native module's codes
+_HASH_CODES = {"sha1": 0, "xxh64": 1}
+_SCHEME_CODES = {"affine32": 0, "legacy": 1}
 
 
 @dataclass(frozen=True)
@@ -51,10 +69,13 @@ class MinHashParams:
     scheme: str = "affine32"  # or "legacy" (datasketch < 2.0)
     shingle: str = "word"  # "word", "char" (languages without spaces) or "auto" (per document)
     char_ngram: int = 5
+    hash: str = "sha1"  # datasketch's sha1_hash32; "xxh64": faster, not datasketch's default signatures
 
     def __post_init__(self):
         if self.scheme not in EMPTY:
             raise ValueError(f"scheme must be 'affine32' or 'legacy', got {self.scheme!r}")
+        if self.hash not in HASHES:
+            raise ValueError(f"hash must be 'sha1' or 'xxh64', got {self.hash!r}")
         if self.shingle not in ("word", "char", "auto"):
             raise ValueError(f"shingle must be 'word', 'char' or 'auto', got {self.shingle!r}")
         if self.bands * self.rows > self.num_perm or min(self.bands, self.rows, self.ngram) < 1:
@@ -110,6 +131,14 @@ def _punctuation_table() -> dict[int, str]:
     return {c: " " for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
 
 
+def normalized_utf8(texts: list[str | None], native: bool = True) -> list[bytes]:
+    """`normalize_text(t or "").encode()` of each text, in one C call when the module is built."""
+    module = native_module() if native else None
+    if module is None:
+        return [normalize_text(t or "").encode() for t in texts]
+    return module.normalized(texts)
+
+
 def shingles(text: str | None, params: MinHashParams = MinHashParams()) -> set[bytes]:
     """The set of UTF-8 shingles of a text: word n-grams, or character n-grams of the normalised text.
 
@@ -158,6 +187,18 @@ def sha1_32(items: list[bytes]) -> np.ndarray:
     return digests.reshape(-1, 5)[:, 0].astype(np.uint32)  # 20-byte digests: first 4 bytes each
 
 
+def hash32(items: list[bytes], hash: str = "sha1") -> np.ndarray:
+    """The 32-bit shingle hash of every item (`MinHashParams.hash`), by hashlib or the xxhash package."""
+    if hash == "sha1":
+        return sha1_32(items)
+    try:
+        from xxhash import xxh64_intdigest
+    except ImportError:
+        raise ImportError("hash = 'xxh64' needs the compiled stages._minhash (run `make setup`) "
+                          "or the xxhash package") from None
+    return np.fromiter((xxh64_intdigest(x) & 0xFFFFFFFF for x in items), dtype=np.uint32, count=len(items))
+
+
 def fmix32(h: np.ndarray) -> np.ndarray:
     """The MurmurHash3 32-bit finalizer (a bijection), which datasketch's affine32 applies first."""
     h = h ^ (h >> np.uint32(16))
@@ -167,19 +208,45 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def signatures(texts: list[str | None], params: MinHashParams = MinHashParams()) -> np.ndarray:
-    """MinHash signatures of a batch of texts, shape (len(texts), num_perm).
+@lru_cache(maxsize=1)
+def native_module():
+    """stages._minhash, or None (with one warning) when it is not built."""
+    try:
+        from stages import _minhash
+    except ImportError:
+        try:
+            import _minhash  # the copy tools/dist.py puts in a cluster environment's site-packages
+        except ImportError:
+            log.warning("stages._minhash is not built (run `make setup`); MinHash signatures use numpy (slower)")
+            return None
+    return _minhash
 
-    Word shingles are not built as objects: the batch's normalised texts are joined into one byte
+
+def signatures(texts: list[str | None], params: MinHashParams = MinHashParams(), native: bool = True) -> np.ndarray:
+    """MinHash signatures of a batch of texts, shape (len(texts), num_perm): one call of the C module,
+    or with `native=False` (or no built module) the numpy path."""
+    module = native_module() if native else None
+    if module is None:
+        return _numpy_signatures(texts, params)
+    a, b = permutations(params.num_perm, params.seed, params.scheme)
+    out = np.empty((len(texts), params.num_perm), EMPTY[params.scheme].dtype)
+    module.signatures(texts, _MODES[params.shingle], params.ngram, params.char_ngram, _HASH_CODES[params.hash],
+                      _SCHEME_CODES[params.scheme], a, b, out)
+    return out
+
+
+def _numpy_signatures(texts: list[str | None], params: MinHashParams) -> np.ndarray:
+    """Word shingles are not built as objects: the batch's normalised texts are joined into one byte
     string, shingle spans are found with numpy and each span is hashed in place (`_word_shingle_hashes`).
     Texts written without spaces take the character-shingle path of `shingles`."""
     norms = [normalize_text(t or "") for t in texts]
     chars = [params.shingle == "char" or (params.shingle == "auto" and bool(x) and _unsegmented(x, x.split()))
              for x in norms]
-    hashes, doc_of = _word_shingle_hashes([b"" if c else x.encode() for x, c in zip(norms, chars)], params.ngram)
+    hashes, doc_of = _word_shingle_hashes([b"" if c else x.encode() for x, c in zip(norms, chars)], params.ngram,
+                                          params.hash)
     if any(chars):
         sets = [list(shingles(t, params)) if c else [] for t, c in zip(texts, chars)]
-        extra = sha1_32([x for s in sets for x in s])
+        extra = hash32([x for s in sets for x in s], params.hash)
         hashes = np.concatenate([hashes, extra])
         doc_of = np.concatenate([doc_of, np.repeat(np.arange(len(sets)), [len(s) for s in sets])])
         order = np.argsort(doc_of, kind="stable")
@@ -187,8 +254,8 @@ def signatures(texts: list[str | None], params: MinHashParams = MinHashParams())
     return _signatures_of_hashes(hashes, doc_of, len(texts), params)
 
 
-def _word_shingle_hashes(encoded: list[bytes], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """sha1_32 of every word n-gram occurrence of each (normalised, UTF-8) text, and its text's index.
+def _word_shingle_hashes(encoded: list[bytes], n: int, hash: str = "sha1") -> tuple[np.ndarray, np.ndarray]:
+    """The hash32 of every word n-gram occurrence of each (normalised, UTF-8) text, and its text's index.
 
     The same byte strings as `shingles` (a text of at most n words is one shingle), duplicates included."""
     big = b"\n".join(encoded)
@@ -209,17 +276,31 @@ def _word_shingle_hashes(encoded: list[bytes], n: int) -> tuple[np.ndarray, np.n
     if len(short):   # the short texts' shingles were appended: back into text order
         order = np.argsort(owner, kind="stable")
         s, e, owner = s[order], e[order], owner[order]
+    if hash != "sha1":
+        return hash32([big[x:y] for x, y in zip(s.tolist(), e.tolist())], hash), owner
     sha1 = hashlib.sha1
     digests = b"".join([sha1(big[x:y]).digest() for x, y in zip(s.tolist(), e.tolist())])
     return np.frombuffer(digests, "<u4").reshape(-1, 5)[:, 0].astype(np.uint32), owner
 
 
-def signatures_of_shingles(sets: list, params: MinHashParams = MinHashParams()) -> np.ndarray:
+def signatures_of_shingles(sets: list, params: MinHashParams = MinHashParams(), native: bool = True) -> np.ndarray:
     """Signatures of a batch of shingle collections (bytes); duplicates inside a collection are harmless."""
     lists = [list(s) for s in sets]
     counts = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
-    return _signatures_of_hashes(sha1_32([x for s in lists for x in s]), np.repeat(np.arange(len(lists)), counts),
-                                 len(lists), params)
+    items = [x for s in lists for x in s]
+    module = native_module() if native else None
+    if module is None:
+        return _signatures_of_hashes(hash32(items, params.hash), np.repeat(np.arange(len(lists)), counts),
+                                     len(lists), params)
+    spans = np.zeros(len(items) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), out=spans[1:])
+    docs = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum(counts, out=docs[1:])
+    a, b = permutations(params.num_perm, params.seed, params.scheme)
+    out = np.empty((len(lists), params.num_perm), EMPTY[params.scheme].dtype)
+    module.span_signatures(b"".join(items), spans, docs, _HASH_CODES[params.hash], _SCHEME_CODES[params.scheme],
+                           a, b, out)
+    return out
 
 
 def _signatures_of_hashes(hashes: np.ndarray, doc_of: np.ndarray, n_docs: int, params: MinHashParams) -> np.ndarray:

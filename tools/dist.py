@@ -181,7 +181,9 @@ def build_env(out: Path, python: str = "", level: int = 1, torch: bool = False) 
             _add_link(tar, f"bin/{link}", target)
         for path in files:
             tar.add(path, arcname=f"lib/{version}/site-packages/{path.relative_to(site)}", recursive=False)
-        for path in sorted((ROOT / "stages" / "tokenize").glob("_qwen_bpe*.so")):   # the fast encoder, a top-level module there
+        native = [*sorted((ROOT / "stages" / "tokenize").glob("_qwen_bpe*.so")),
+                  *sorted((ROOT / "stages").glob("_minhash*.so"))]
+        for path in native:   # the fast encoder and the MinHash module, top-level modules there
             tar.add(path, arcname=f"lib/{version}/site-packages/{path.name}", recursive=False)
     partial.replace(out)
     return out, len(files)

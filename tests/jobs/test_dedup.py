@@ -171,6 +171,9 @@ def test_incremental_batch_against_an_earlier_index(spark, tmp_path, shared_data
     random.Random(3).shuffle(rows)
     first, second = rows[: len(rows) // 2], rows[len(rows) // 2:]
     _, _, kept1 = run_job(spark, first, tmp_path, "batch1", 2)
+    stats1 = tmp_path / "batch1" / "_stats.json"   # as written before `dedup.hash` existed: read as sha1
+    stats1.write_text(json.dumps({k: v for k, v in json.loads(stats1.read_text()).items() if k != "hash"}))
+    (stats1.parent / "._stats.json.crc").unlink(missing_ok=True)   # Hadoop's checksum of the old bytes
     inp = tmp_path / "batch2-in"
     spark.createDataFrame(second).repartition(3).write.parquet(str(inp))
     stats = dedup.main(["--input", str(inp), "--output", str(tmp_path / "batch2"), *SET,
@@ -186,6 +189,9 @@ def test_incremental_batch_against_an_earlier_index(spark, tmp_path, shared_data
     assert len(index) == len(kept1) + stats["kept"]
     with pytest.raises(ValueError, match="other key settings"):
         dedup.main(["--input", str(inp), "--output", str(tmp_path / "bad"),
+                    "--set", f'dedup.index_from=["{tmp_path / "batch1"}"]'])
+    with pytest.raises(ValueError, match="'hash': \\('sha1', 'xxh64'\\)"):
+        dedup.main(["--input", str(inp), "--output", str(tmp_path / "bad-hash"), *SET, "--set", "dedup.hash=xxh64",
                     "--set", f'dedup.index_from=["{tmp_path / "batch1"}"]'])
 
 
