@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 
 BENCHMARKS = {"extract": "bench.bench_extract", "langid": "bench.bench_langid", "quality": "bench.bench_quality", "dedup": "bench.bench_dedup",
-              "line_dedup": "bench.bench_line_dedup", "substring_dedup": "bench.bench_substring_dedup",
+              "line_dedup": "bench.bench_line_dedup", "e2e": "bench.bench_e2e", "substring_dedup": "bench.bench_substring_dedup",
               "decontam": "bench.bench_decontam", "crawl": "bench.bench_crawl", "tokenize": "bench.bench_tokenize",
               "encoder_hostile": "bench.bench_encoder_hostile",
               "model": "bench.bench_model", "train": "bench.bench_train", "synthesis": "bench.bench_synthesis",

@@ -25,5 +25,8 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   $PIP install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==$TORCH_VERSION"
 fi
 $PIP install -e ".[dev]"
+# datatrove's language filter (the end-to-end benchmark's reference) insists on this build of fasttext by
+# name: the same `fasttext` module, with a predict() that works under NumPy 2; our code works with either
+$PIP install --no-deps --force-reinstall "fasttext-numpy2-wheel==0.9.2"
 "$VENV/bin/python" -m tools.assets
 echo "setup: ready ($("$VENV/bin/python" --version), Java $(java_major))"
