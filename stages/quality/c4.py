@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from stages.base import Drop, Verdict
-from stages.quality.words import Rule, TextView, sentence_count, word_tokens
+from stages.quality.words import Rule, TextView, sentences
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,16 @@ class C4Quality(Rule):
 
     def judge(self, view: TextView) -> tuple[Verdict, list[str]]:
         """(verdict, kept lines): a page verdict stops at the first line that condemns the page."""
-        c, kept, sentences = self.config, [], 0
+        c, kept, n_sentences = self.config, [], 0
         for raw in view.text.splitlines():
             line, verdict = self._line(raw.strip())
             if verdict:
                 return verdict, kept
             if line is not None:
                 kept.append(line)
-                sentences += sentence_count(word_tokens(line, view.lang)) if c.min_sentences else 0
-        if c.min_sentences and sentences < c.min_sentences:
-            return Drop("c4_too_few_sentences", str(sentences)), kept
+                n_sentences += sentences(line, view.lang) if c.min_sentences else 0
+        if c.min_sentences and n_sentences < c.min_sentences:
+            return Drop("c4_too_few_sentences", str(n_sentences)), kept
         return None, kept
 
     def _line(self, line: str) -> tuple[str | None, Verdict]:

@@ -5,14 +5,15 @@
     bucket(312.4, (250.0, 500.0))                                     # 'middle'
 
 cc_net (Wenzek et al. 2020, "CCNet: Extracting High Quality Monolingual Datasets from Web Crawl Data")
-normalises every line before training and scoring: lower case, accents removed, every digit -> 0,
-Unicode punctuation -> its ASCII twin, non-printing characters removed. cc_net then splits words with a
-SentencePiece model; here words come from `stages.quality.words.word_tokens` (punctuation split off;
-one word per CJK character for zh / ja), so `jobs/train_kenlm.py` and this scorer see the same tokens. A document's
-perplexity is 10 ** (-sum of line log10 probabilities / (words + one end-of-sentence per line)), as in
-cc_net. Buckets: perplexity <= the first cutoff is `head`, <= the second `middle`, else `tail`; cc_net
-takes the cutoffs at the 30th and 60th percentiles of each language (`jobs/perplexity.py` computes them
-on the data with Spark, or the recipe fixes them). The KenLM model loads lazily, once per process.
+normalises every line before training and scoring: lower case, accents removed, every digit -> 0, Unicode
+punctuation -> its ASCII twin, non-printing characters removed. cc_net then splits words with a
+SentencePiece model; here words come from `stages.quality.words.fast_word_tokens` (our own rule-based
+split, no spaCy: punctuation split off; one word per CJK character for zh / ja), so `jobs/train_kenlm.py`
+and this scorer see the same tokens. A document's perplexity is 10 ** (-sum of line log10 probabilities /
+(words + one end-of-sentence per line)), as in cc_net. Buckets: perplexity <= the first cutoff is `head`,
+<= the second `middle`, else `tail`; cc_net takes the cutoffs at the 30th and 60th percentiles of each
+language (`jobs/perplexity.py` computes them on the data with Spark, or the recipe fixes them). The KenLM
+model loads lazily, once per process.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from stages.base import Doc, Mapper, drop, keep
 from common.fs import shipped
-from stages.quality.words import word_tokens
+from stages.quality.words import fast_word_tokens
 
 # Unicode punctuation -> ASCII (cc_net's `punct=1` normalisation), written out for the common marks.
 PUNCT = str.maketrans({
@@ -105,7 +106,7 @@ def model_lines(text: str, lang: str | None = None) -> list[str]:
     """The lines KenLM sees for a document: normalised, split into words, blank lines left out."""
     out = []
     for line in (text or "").split("\n"):
-        tokens = word_tokens(normalise(line), lang)
+        tokens = fast_word_tokens(normalise(line), lang)
         if tokens:
             out.append(" ".join(tokens))
     return out
